@@ -1,0 +1,272 @@
+"""helpers.client: NumPy-only tensor encoding, input checks, and calls to a live server."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+from helpers import client
+
+# --------------------------------------------------------------------------------------
+# encode_tensor / decode_tensor, checked against TensorFlow's own functions
+# --------------------------------------------------------------------------------------
+
+NUMERIC_DTYPES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+    np.complex64,
+    np.complex128,
+]
+SHAPES = [(), (1,), (3, 4), (2, 28, 28, 1), (0, 10)]
+
+
+def _sample(dtype, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 100, size=shape)
+    if np.dtype(dtype).kind == "c":
+        return (values + 1j * rng.integers(0, 100, size=shape)).astype(dtype)
+    if np.dtype(dtype) == np.bool_:
+        return values % 2 == 0
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", NUMERIC_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_round_trip_keeps_values_dtype_and_shape(dtype, shape):
+    array = _sample(dtype, shape)
+    decoded = client.decode_tensor(client.encode_tensor(array))
+    assert decoded.dtype == array.dtype
+    assert decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_, np.float16]
+)
+def test_numpy_encoding_matches_tensorflow(dtype):
+    import tensorflow as tf
+
+    array = _sample(dtype, (2, 3, 4), seed=1)
+    ours = client.encode_tensor(array)
+    theirs = tf.make_tensor_proto(array)
+    assert ours.dtype == theirs.dtype
+    assert ours.tensor_shape == theirs.tensor_shape
+    np.testing.assert_array_equal(tf.make_ndarray(ours), array)
+    np.testing.assert_array_equal(client.decode_tensor(theirs), array)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "field", "values"),
+    [
+        (types_pb2.DT_FLOAT, "float_val", [0.5, 1.5, 2.5, 3.5]),
+        (types_pb2.DT_DOUBLE, "double_val", [0.25, 1.0, 2.0, 3.0]),
+        (types_pb2.DT_INT32, "int_val", [1, -2, 3, 4]),
+        (types_pb2.DT_UINT8, "int_val", [0, 7, 255, 9]),
+        (types_pb2.DT_INT64, "int64_val", [2**40, -1, 0, 5]),
+        (types_pb2.DT_BOOL, "bool_val", [True, False, True, True]),
+    ],
+)
+def test_decode_reads_typed_value_fields(dtype, field, values):
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    proto.tensor_shape.dim.add(size=2)
+    proto.tensor_shape.dim.add(size=2)
+    getattr(proto, field).extend(values)
+    decoded = client.decode_tensor(proto)
+    assert decoded.shape == (2, 2)
+    np.testing.assert_array_equal(decoded.ravel(), np.array(values, dtype=decoded.dtype))
+
+
+def test_decode_half_and_complex_fields_like_tensorflow():
+    import tensorflow as tf
+
+    for array in (
+        np.array([[0.5, -1.25], [3.0, 65504.0]], dtype=np.float16),
+        np.array([1 + 2j, -3.5j], dtype=np.complex64),
+        np.array([1 + 2j, -3.5j], dtype=np.complex128),
+    ):
+        proto = client.encode_tensor(array)
+        field = {np.float16: "half_val", np.complex64: "scomplex_val"}.get(
+            array.dtype.type, "dcomplex_val"
+        )
+        typed = tensor_pb2.TensorProto(dtype=proto.dtype, tensor_shape=proto.tensor_shape)
+        if field == "half_val":
+            typed.half_val.extend(array.view(np.uint16).ravel().tolist())
+        else:
+            typed_values = np.stack([array.real, array.imag], axis=-1).ravel()
+            getattr(typed, field).extend(typed_values.tolist())
+        np.testing.assert_array_equal(client.decode_tensor(typed), tf.make_ndarray(typed))
+        np.testing.assert_array_equal(client.decode_tensor(typed), array)
+
+
+def test_decode_pads_a_short_typed_field_with_its_last_value_like_tensorflow():
+    import tensorflow as tf
+
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    proto.tensor_shape.dim.add(size=2)
+    proto.tensor_shape.dim.add(size=3)
+    proto.float_val.extend([1.0, 7.0])
+    np.testing.assert_array_equal(client.decode_tensor(proto), tf.make_ndarray(proto))
+    np.testing.assert_array_equal(client.decode_tensor(proto), [[1, 7, 7], [7, 7, 7]])
+
+
+def test_decode_empty_fields_give_zeros():
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64)
+    proto.tensor_shape.dim.add(size=3)
+    np.testing.assert_array_equal(client.decode_tensor(proto), np.zeros(3, dtype=np.int64))
+
+
+def test_strings_round_trip_as_bytes():
+    array = np.array([["a", "bé"], ["", "xyz"]])
+    decoded = client.decode_tensor(client.encode_tensor(array))
+    assert decoded.shape == (2, 2)
+    assert decoded.tolist() == [[b"a", "bé".encode()], [b"", b"xyz"]]
+
+
+def test_encode_keeps_float64_so_the_mistake_stays_visible():
+    proto = client.encode_tensor(np.zeros((1, 28, 28, 1)))
+    assert proto.dtype == types_pb2.DT_DOUBLE
+    assert len(proto.tensor_content) == 28 * 28 * 8
+
+
+def test_encode_uses_little_endian_bytes_whatever_the_array_order():
+    big_endian = np.arange(6, dtype=">i4").reshape(2, 3)
+    proto = client.encode_tensor(big_endian)
+    assert proto.tensor_content == np.arange(6, dtype="<i4").tobytes()
+    np.testing.assert_array_equal(client.decode_tensor(proto), big_endian)
+    fortran = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(client.decode_tensor(client.encode_tensor(fortran)), fortran)
+
+
+def test_encode_rejects_unsupported_dtypes_with_a_hint():
+    with pytest.raises(TypeError, match="convert it to one of: .*float32"):
+        client.encode_tensor(np.array(["2024-01-01"], dtype="datetime64[D]"))
+
+
+def test_decode_rejects_corrupt_and_unknown_tensors():
+    proto = client.encode_tensor(np.zeros(4, dtype=np.float32))
+    proto.tensor_shape.dim[0].size = 3
+    with pytest.raises(ValueError, match="4 values but its shape \\(3,\\) needs 3"):
+        client.decode_tensor(proto)
+    with pytest.raises(TypeError, match="DT_RESOURCE"):
+        client.decode_tensor(tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE))
+
+
+# --------------------------------------------------------------------------------------
+# Requests and input checks (no server needed)
+# --------------------------------------------------------------------------------------
+
+
+def test_make_predict_request_sets_spec_and_input():
+    images = np.zeros((2, 28, 28, 1), dtype=np.float32)
+    request = client.make_predict_request(images, "mnist", "image", label="stable")
+    assert request.model_spec.name == "mnist"
+    assert request.model_spec.version_label == "stable"
+    assert request.model_spec.signature_name == "serving_default"
+    assert not request.model_spec.HasField("version")
+    np.testing.assert_array_equal(client.decode_tensor(request.inputs["image"]), images)
+
+    numbered = client.make_predict_request(images, "mnist", "image", version=2)
+    assert numbered.model_spec.version.value == 2
+
+
+def test_make_predict_request_accepts_a_ready_tensor_proto():
+    import tensorflow as tf
+
+    proto = tf.make_tensor_proto(np.ones((1, 28, 28, 1), dtype=np.float32))
+    request = client.make_predict_request(proto, "mnist", "image")
+    assert request.inputs["image"] == proto
+
+
+def test_version_and_label_together_are_refused():
+    with pytest.raises(ValueError, match="not both"):
+        client.make_model_spec("mnist", version=1, label="stable")
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.zeros((28, 28), np.uint8), r"add a batch dimension with images\[np.newaxis\]"),
+        (np.zeros((28, 28, 1), np.float32), r"add a batch dimension"),
+        (np.zeros((2, 27, 28), np.uint8), r"got \(2, 27, 28\)\. Reshape it"),
+        (np.zeros((2, 28, 28, 3), np.uint8), r"got \(2, 28, 28, 3\)"),
+        (np.zeros((0, 28, 28), np.uint8), r"empty batch"),
+        (np.full((1, 28, 28), np.nan), r"NaN"),
+    ],
+)
+def test_prepare_images_explains_bad_shapes_in_one_line(images, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        client.prepare_images(images)
+    assert "\n" not in str(caught.value)
+
+
+def test_prepare_images_refuses_non_numbers():
+    with pytest.raises(TypeError, match="must be numbers"):
+        client.prepare_images(np.array([["a"] * 28] * 28)[np.newaxis])
+
+
+def test_prepare_images_fixes_raw_pixels_and_float64():
+    from helpers.data import preprocess
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    expected = preprocess(raw)
+    for variant in (raw, raw[..., np.newaxis], raw.reshape(3, 784), raw.astype(np.float64)):
+        batch = client.prepare_images(variant)
+        assert batch.dtype == np.float32 and batch.shape == (3, 28, 28, 1)
+        np.testing.assert_allclose(batch, expected)
+    scaled64 = expected.astype(np.float64)  # already in [0, 1]: only the dtype changes
+    np.testing.assert_allclose(client.prepare_images(scaled64), expected)
+    assert client.prepare_images(scaled64).dtype == np.float32
+
+
+def test_open_channel_accepts_addresses_and_handles():
+    from helpers import config
+
+    address = config.ServerAddress("localhost", 1, 2, embedded=False)
+    for target in (None, "localhost:1", address):
+        channel = client.open_channel(target, max_receive_bytes=10)
+        assert isinstance(channel, grpc.Channel)
+        channel.close()
+    with pytest.raises(TypeError, match="host:port"):
+        client.open_channel(8500)
+
+
+def test_build_model_config_text_is_what_tf_serving_reads():
+    server_config = client.build_model_config(
+        "mnist", "/models/mnist", versions=[1, 2], labels={"stable": 1, "canary": 2}
+    )
+    text = client.model_config_text(server_config)
+    assert "base_path: \"/models/mnist\"" in text
+    assert "model_platform: \"tensorflow\"" in text
+    assert "versions: 1" in text and "versions: 2" in text
+    assert 'key: "stable"' in text and "value: 1" in text
+    latest = client.build_model_config("mnist", "/m")
+    assert not latest.model_config_list.config[0].HasField("model_version_policy")
+
+
+def test_wait_until_available_gives_up_on_a_port_nobody_listens_on(unused_port):
+    channel = client.open_channel(f"localhost:{unused_port}")
+    with pytest.raises(TimeoutError, match="was not AVAILABLE after 0.5 s .*UNAVAILABLE"):
+        client.wait_until_available(channel, "mnist", timeout=0.5, poll_interval=0.1)
+    channel.close()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
