@@ -1,0 +1,87 @@
+"""MNIST loading: both sources, the quick offline decision, and the one preprocessing."""
+
+import time
+
+import numpy as np
+import pytest
+
+from helpers import data
+
+
+def test_offline_split_is_deterministic_disjoint_and_stratified():
+    x_train, y_train, x_test, y_test = data.load_offline_arrays(seed=0)
+    again = data.load_offline_arrays(seed=0)
+    assert np.array_equal(x_test, again[2]) and np.array_equal(y_test, again[3])
+    assert x_train.shape == (4000, 28, 28, 1) and x_test.shape == (1000, 28, 28, 1)
+    assert x_train.dtype == np.uint8
+    assert np.bincount(y_test).tolist() == [100] * 10
+    train_rows = {row.tobytes() for row in x_train}
+    assert not any(row.tobytes() in train_rows for row in x_test), "test digits leak into train"
+
+
+def test_load_mnist_offline_gives_normalized_pipelines():
+    mnist = data.load_mnist("offline", batch_size=32, train_limit=64, test_limit=40)
+    assert mnist.source == "offline" and (mnist.num_train, mnist.num_test) == (64, 40)
+    images, labels = next(iter(mnist.train))
+    assert images.shape == (32, 28, 28, 1) and images.dtype.name == "float32"
+    assert labels.dtype.name == "int64"
+    assert 0.0 <= float(np.min(images)) and float(np.max(images)) <= 1.0
+    assert mnist.x_test.shape == (40, 28, 28, 1) and mnist.y_test.shape == (40,)
+
+
+def test_load_mnist_tfds_path_without_network(capsys):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=24):
+        mnist = data.load_mnist("tfds", batch_size=8)
+    assert mnist.source == "tfds" and mnist.num_test == 24
+    assert mnist.x_test.dtype == np.float32 and mnist.x_test.max() <= 1.0
+    assert "tensorflow-datasets MNIST" in capsys.readouterr().out
+
+
+def test_auto_prefers_tfds_when_cached(monkeypatch):
+    monkeypatch.setattr(data, "tfds_is_cached", lambda data_dir=None: True)
+    monkeypatch.setattr(data, "host_answers", lambda *a, **k: False)
+    assert data.choose_source("auto") == "tfds"
+
+
+def test_auto_falls_back_offline_quickly_when_the_host_is_unreachable(monkeypatch):
+    monkeypatch.setattr(data, "tfds_is_cached", lambda data_dir=None: False)
+    start = time.perf_counter()
+    # 192.0.2.0/24 is reserved for documentation: nothing answers there.
+    reachable = data.host_answers("https://192.0.2.1/mnist/", timeout=1.0)
+    assert not reachable and time.perf_counter() - start < 5
+    monkeypatch.setattr(data, "host_answers", lambda *a, **k: False)
+    assert data.choose_source("auto") == "offline"
+
+
+def test_source_from_environment_and_bad_source(monkeypatch):
+    monkeypatch.setenv("MNIST_SOURCE", "OFFLINE")
+    assert data.resolve_source() == "offline"
+    monkeypatch.setenv("MNIST_SOURCE", "kaggle")
+    with pytest.raises(ValueError, match="use 'auto', 'tfds' or 'offline'"):
+        data.load_mnist()
+
+
+def test_preprocess_matches_the_training_pipeline():
+    raw = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28, 1), dtype=np.uint8)
+    tf_images = np.stack([data.normalize_image(img, 0)[0].numpy() for img in raw])
+    np.testing.assert_array_equal(data.preprocess(raw), tf_images)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [((28, 28), (1, 28, 28, 1)), ((5, 28, 28), (5, 28, 28, 1)), ((2, 784), (2, 28, 28, 1))],
+)
+def test_preprocess_adds_batch_and_channel(shape, expected):
+    out = data.preprocess(np.full(shape, 255, dtype=np.float64))
+    assert out.shape == expected and out.dtype == np.float32 and out.max() == 1.0
+
+
+def test_preprocess_rejects_bad_input():
+    with pytest.raises(ValueError, match="28x28"):
+        data.preprocess(np.zeros((3, 32, 32)))
+    with pytest.raises(ValueError, match="0..255"):
+        data.preprocess(np.full((28, 28), 300.0))
+    with pytest.raises(TypeError, match="numeric"):
+        data.preprocess(np.array([["a"] * 28] * 28))
