@@ -85,3 +85,120 @@ def plot_digits(images, labels=None, predictions=None, probabilities=None, *, nc
         ax.set_title(" ".join(parts), fontsize=8, color=color)
     fig.tight_layout()
     return fig
+
+
+# --- predictions from a served model (notebooks 04-07) ----------------------------------
+
+
+def plot_probabilities(images, probabilities, labels=None, *, title: str | None = None):
+    """Each digit beside its 10 probabilities: the predicted bar is blue, a wrong one red.
+
+    Shows how sure the model is and what it hesitated between, which a label alone hides.
+    """
+    plt = _plt()
+    images, probabilities = np.asarray(images), np.asarray(probabilities)
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(6, 1.4 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 3]})
+    for i in range(n):
+        image_ax, bar_ax = axes[i]
+        image_ax.imshow(images[i].reshape(28, 28), cmap="gray_r")
+        image_ax.axis("off")
+        predicted = int(np.argmax(probabilities[i]))
+        wrong = labels is not None and predicted != int(labels[i])
+        colors = ["#bbbbbb"] * probabilities.shape[1]
+        colors[predicted] = "tab:red" if wrong else "tab:blue"
+        bar_ax.bar(range(probabilities.shape[1]), probabilities[i], color=colors)
+        if labels is not None:
+            bar_ax.plot(int(labels[i]), 1.02, "v", color="black", markersize=6,
+                        label="true digit" if i == 0 else None)
+        bar_ax.set_ylim(0, 1.1)
+        bar_ax.set_xticks(range(probabilities.shape[1]))
+        bar_ax.set_yticks([0, 0.5, 1])
+        bar_ax.tick_params(labelsize=8)
+        caption = f"predicted {predicted} ({probabilities[i, predicted]:.0%})"
+        if labels is not None:
+            caption += f", true {int(labels[i])}"
+        bar_ax.set_title(caption, fontsize=9, color="tab:red" if wrong else "black")
+    if labels is not None:
+        axes[0, 1].legend(loc="upper left", fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confidence_histogram(probabilities, labels, *, bins: int = 20, ax=None):
+    """How sure the model was, for right and for wrong answers, on one set of axes.
+
+    A good model is rarely sure when it is wrong; mistakes piled up near 100% are a warning.
+    """
+    plt = _plt()
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    correct = predicted == labels
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    edges = np.linspace(0, 1, bins + 1)
+    ax.hist(confidence[correct], bins=edges, alpha=0.7, label=f"right ({correct.sum()})")
+    ax.hist(confidence[~correct], bins=edges, alpha=0.8, color="tab:red",
+            label=f"wrong ({(~correct).sum()})")
+    ax.set_yscale("log")
+    ax.set_xlabel("confidence (highest probability)")
+    ax.set_ylabel("images (log scale)")
+    ax.legend()
+    ax.set_title("Confidence of right and wrong answers")
+    return ax
+
+
+def plot_latencies(samples_ms: dict, *, title: str = "Latency per call", ax=None):
+    """Latency distributions side by side (box plot over the points), with medians written in.
+
+    Medians say what a typical call costs; the spread and the outliers say what users feel.
+    """
+    plt = _plt()
+    names = list(samples_ms)
+    values = [np.asarray(samples_ms[name], dtype=float) for name in names]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 + 2.2 * len(names), 3.5))
+    ax.boxplot(values, showfliers=False, widths=0.5)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    rng = np.random.default_rng(0)
+    for i, data in enumerate(values, start=1):
+        ax.plot(i + rng.uniform(-0.15, 0.15, len(data)), data, ".", alpha=0.3, markersize=3)
+        ax.annotate(f"median {np.median(data):.2f} ms", (i, np.median(data)),
+                    xytext=(28, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("milliseconds (log scale)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_version_timeline(events, *, ax=None, title: str = "Model versions over time"):
+    """Which state each model version was in, over time, from polled GetModelStatus answers.
+
+    `events` is a list of (seconds, version, state) tuples; each version gets one lane whose
+    colour changes with its state (LOADING, AVAILABLE, UNLOADING, END).
+    """
+    plt = _plt()
+    colors = {"START": "#dddddd", "LOADING": "tab:orange", "AVAILABLE": "tab:green",
+              "UNLOADING": "tab:purple", "END": "#999999"}
+    events = sorted(events)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 1 + 0.5 * len({v for _, v, _ in events})))
+    end_time = max((t for t, _, _ in events), default=0.0) + 0.2
+    versions = sorted({v for _, v, _ in events})
+    for lane, version in enumerate(versions):
+        mine = [(t, s) for t, v, s in events if v == version]
+        for (start, state), (stop, _) in zip(mine, [*mine[1:], (end_time, None)], strict=True):
+            ax.barh(lane, stop - start, left=start, color=colors.get(state, "black"),
+                    edgecolor="white", height=0.6)
+    ax.set_yticks(range(len(versions)), [f"version {v}" for v in versions])
+    ax.set_xlabel("seconds")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
+    ax.legend(handles, list(colors), ncol=len(colors), fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.35), frameon=False)
+    ax.set_title(title)
+    return ax
