@@ -1,0 +1,62 @@
+"""helpers.drawpad: drawings become MNIST-style images, and the server names the digit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers import drawpad
+
+#: A "1" as a learner draws it: one slightly slanted stroke, top to bottom, off-centre.
+ONE = [[(170, 50), (166, 100), (162, 160), (158, 230)]]
+#: A "0": an ellipse, drawn small in a corner of the canvas.
+ZERO = [[(70 + 35 * math.cos(a), 80 + 50 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 40)]]
+
+
+def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0:28, 0:28]
+    return float((ys * image).sum() / image.sum()), float((xs * image).sum() / image.sum())
+
+
+def test_strokes_become_a_centred_mnist_style_image():
+    image = drawpad.drawing_to_image(ZERO)
+    assert image.shape == (28, 28) and image.dtype == np.float32
+    assert image.min() >= 0.0 and image.max() == pytest.approx(1.0)
+    rows = np.flatnonzero(image.max(axis=1) > 0.05)
+    assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # the ink fills MNIST's 20-pixel box
+    centre_y, centre_x = _centre_of_mass(image)
+    assert abs(centre_y - 13.5) <= 1.0 and abs(centre_x - 13.5) <= 1.0
+
+
+def test_a_vertical_stroke_stays_thin_and_tall():
+    image = drawpad.drawing_to_image(ONE)
+    columns = np.flatnonzero(image.max(axis=0) > 0.3)
+    rows = np.flatnonzero(image.max(axis=1) > 0.3)
+    assert len(columns) <= 6  # the aspect ratio survives: a "1" is not stretched into a blob
+    assert len(rows) >= 18
+
+
+def test_arrays_of_any_size_and_scale_are_accepted():
+    big = drawpad.render_strokes(ZERO)
+    from_float = drawpad.drawing_to_image(big)
+    from_uint8 = drawpad.drawing_to_image((big * 255).astype(np.uint8))
+    np.testing.assert_allclose(from_float, from_uint8, atol=0.02)
+    from_list = drawpad.drawing_to_image(big.tolist())  # a 2-D list is an image, not strokes
+    np.testing.assert_allclose(from_list, from_float)
+
+
+def test_an_empty_drawing_gives_a_blank_image():
+    assert not drawpad.drawing_to_image([]).any()
+    assert not drawpad.drawing_to_image(np.zeros((28, 28))).any()
+
+
+def test_a_drawing_must_be_two_dimensional():
+    with pytest.raises(ValueError, match="2-D image; got shape \\(2, 3, 4\\)"):
+        drawpad.to_mnist_style(np.ones((2, 3, 4)))
+
+
+def test_classifying_an_empty_drawing_says_what_to_do():
+    with pytest.raises(ValueError, match="draw a digit first"):
+        drawpad.classify_drawing([], channel=None)
