@@ -35,8 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip && \
 	$(BIN)/python -m pip install --quiet -r requirements.txt && \
 	$(BIN)/python -m pip install --quiet --no-deps -e . && \
-	$(BIN)/python -m ipykernel install --sys-prefix --name grpc-serving-course \
-		--display-name "Python (gRPC serving course)" >/dev/null && \
+	$(BIN)/python -m helpers.kernel && \
 	echo $$(( $$(date +%s) - start )) > $(VENV)/.install-seconds && \
 	touch $(STAMP) && echo "Installed in $$(cat $(VENV)/.install-seconds) s."
 

@@ -109,8 +109,10 @@ def resolve_source(source: str | None = None) -> str:
 
 def tfds_is_cached(data_dir: str | None = None) -> bool:
     """True when tensorflow-datasets has MNIST prepared on disk (no download needed)."""
+    import absl.logging
     import tensorflow_datasets as tfds
 
+    absl.logging.set_verbosity(absl.logging.ERROR)  # no warnings about half-made cache folders
     try:
         return bool(tfds.builder("mnist", data_dir=data_dir).is_prepared())
     except Exception:  # a broken cache counts as no cache; load_mnist then falls back

@@ -185,3 +185,23 @@ def ensure_model(
     result = train(model, data, epochs=epochs, progress=False)
     print(f"Test accuracy {result.test_accuracy:.3f}; exporting version {version}.")
     return export_model(model, name, version, base_dir=base_dir, overwrite=target.exists())
+
+
+def folder_tree(path: str | os.PathLike) -> str:
+    """The files under `path` with their sizes, like `tree`, for showing a SavedModel's layout."""
+    root = Path(path)
+    lines = [f"{root.name}/"]
+
+    def walk(folder: Path, indent: str) -> None:
+        entries = sorted(folder.iterdir(), key=lambda p: (p.is_file(), p.name))
+        for i, entry in enumerate(entries):
+            last = i == len(entries) - 1
+            branch = "└── " if last else "├── "
+            if entry.is_dir():
+                lines.append(f"{indent}{branch}{entry.name}/")
+                walk(entry, indent + ("    " if last else "│   "))
+            else:
+                lines.append(f"{indent}{branch}{entry.name}  ({entry.stat().st_size:,} bytes)")
+
+    walk(root, "")
+    return "\n".join(lines)

@@ -60,7 +60,7 @@ def train(model, data, *, epochs: int = 5, progress: bool = True) -> TrainingRes
     """
     import time
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: its last state stays readable in saved notebooks
     from tqdm.keras import TqdmCallback
 
     if epochs < 1:
@@ -78,3 +78,39 @@ def train(model, data, *, epochs: int = 5, progress: bool = True) -> TrainingRes
     seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
     return TrainingResult(dict(history.history), float(test_loss), float(test_accuracy), seconds)
+
+
+def checkpoint_path(kind: str = "mlp"):
+    """Where notebook 02 keeps its trained Keras model for notebook 03 to export.
+
+    It sits in `models/keras/`, beside (not inside) the served model folders.
+    """
+    from helpers import config
+
+    return config.models_dir() / "keras" / f"mnist_{kind}.keras"
+
+
+def save_trained(model, kind: str = "mlp"):
+    """Save a trained model (Keras format) at `checkpoint_path(kind)` and return the path."""
+    path = checkpoint_path(kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def load_or_train(kind: str = "mlp", *, epochs: int = 5):
+    """The model notebook 02 trained, or (when it has not been run) a freshly trained one."""
+    import keras
+
+    path = checkpoint_path(kind)
+    if path.is_file():
+        print(f"Loaded the model trained in notebook 02 from {path.name}.")
+        return keras.models.load_model(path)
+    from helpers.data import load_mnist
+
+    print(f"No trained model at {path}: training one now ({epochs} epochs).")
+    model = build_model(kind)
+    result = train(model, load_mnist(), epochs=epochs)
+    print(f"Test accuracy: {result.test_accuracy:.3f}")
+    save_trained(model, kind)
+    return model

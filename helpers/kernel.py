@@ -1,0 +1,46 @@
+"""Install the course's Jupyter kernel: this environment's Python, with TensorFlow kept quiet.
+
+`make install` runs `python -m helpers.kernel`. The kernel is named, so JupyterLab, papermill
+and nbconvert use the course's Python even when another `python3` kernel is installed. It also
+keeps C++ start-up lines (CPU instructions, missing CUDA) out of the notebooks: they go to the
+terminal that runs JupyterLab instead, while Python warnings still show in the notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+KERNEL_NAME = "grpc-serving-course"
+DISPLAY_NAME = "Python (gRPC serving course)"
+
+
+def kernel_spec() -> dict:
+    return {
+        "argv": [
+            sys.executable,
+            "-Xfrozen_modules=off",
+            "-m",
+            "ipykernel_launcher",
+            "--IPKernelApp.capture_fd_output=False",
+            "-f",
+            "{connection_file}",
+        ],
+        "display_name": DISPLAY_NAME,
+        "language": "python",
+        "env": {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        "metadata": {"debugger": True},
+    }
+
+
+def install(prefix: str = sys.prefix) -> Path:
+    """Write the kernel spec under `<prefix>/share/jupyter/kernels/` and return its folder."""
+    folder = Path(prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.json").write_text(json.dumps(kernel_spec(), indent=1))
+    return folder
+
+
+if __name__ == "__main__":
+    print(f"Installed the Jupyter kernel '{KERNEL_NAME}' in {install()}")
