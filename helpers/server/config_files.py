@@ -1,0 +1,117 @@
+"""Read TF Serving's text-proto configuration files, failing early with a one-line reason.
+
+`ModelServerConfig` ships in tensorflow-serving-api; SSLConfig, MonitoringConfig and
+BatchingParameters do not, so `helpers/protos/serving_config.proto` mirrors them (same field
+names and numbers) and is compiled at run time with grpcio-tools into a cache folder keyed by
+the file's hash: no generated code lives in the repository, and a changed .proto recompiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
+
+from google.protobuf import message as pb_message
+from google.protobuf import text_format
+
+PROTO_FILE = Path(__file__).resolve().parent.parent / "protos" / "serving_config.proto"
+
+M = TypeVar("M", bound=pb_message.Message)
+_module: ModuleType | None = None
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing or not a valid text proto of the expected message."""
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    root = Path(base) / "grpc-serving-course" / "protos"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    except OSError:  # read-only home (some containers): fall back to the temp folder
+        root = Path(tempfile.gettempdir()) / "grpc-serving-course-protos"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+
+def config_protos() -> ModuleType:
+    """The compiled `serving_config_pb2` module (compiled once per .proto content)."""
+    global _module
+    if _module is not None:
+        return _module
+    source = PROTO_FILE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    target = _cache_root() / digest
+    module_file = target / "serving_config_pb2.py"
+    if not module_file.exists():
+        from grpc_tools import protoc
+
+        # Compile into a private folder, then rename: concurrent servers never see half a file.
+        staging = Path(tempfile.mkdtemp(prefix=f"{digest}-", dir=target.parent))
+        include = Path(protoc.__file__).resolve().parent / "_proto"
+        status = protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"-I{PROTO_FILE.parent}",
+                f"-I{include}",
+                f"--python_out={staging}",
+                str(PROTO_FILE),
+            ]
+        )
+        if status != 0:
+            raise RuntimeError(f"protoc failed ({status}) on {PROTO_FILE}")
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race: use its copy
+            pass
+    spec = importlib.util.spec_from_file_location("course_serving_config_pb2", module_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    _module = module
+    return module
+
+
+def parse_text_proto(path: str | os.PathLike[str], message: M) -> M:
+    """Parse a text-proto file into `message`; any problem raises ConfigError with one line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        name = message.DESCRIPTOR.name
+        raise ConfigError(f"Invalid protobuf file: '{path}' (not a {name}: {exc})") from None
+    return message
+
+
+def read_model_server_config(path: str | os.PathLike[str]):
+    """A `tensorflow.serving.ModelServerConfig` from its text file (--model_config_file)."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    return parse_text_proto(path, model_server_config_pb2.ModelServerConfig())
+
+
+def read_ssl_config(path: str | os.PathLike[str]):
+    """An SSLConfig (--ssl_config_file)."""
+    return parse_text_proto(path, config_protos().SSLConfig())
+
+
+def read_monitoring_config(path: str | os.PathLike[str]):
+    """A MonitoringConfig (--monitoring_config_file)."""
+    return parse_text_proto(path, config_protos().MonitoringConfig())
+
+
+def read_batching_parameters(path: str | os.PathLike[str]):
+    """BatchingParameters (--batching_parameters_file)."""
+    return parse_text_proto(path, config_protos().BatchingParameters())

@@ -1,0 +1,371 @@
+"""Start, wait for and stop the embedded server from Python (notebooks and tests).
+
+`start_server` runs `python -m helpers.server` as a child process and waits for the model by
+polling GetModelStatus until a version is AVAILABLE, as a client of the real TF Serving should
+(never a bare sleep). The child dies with its parent: PR_SET_PDEATHSIG on Linux, a --parent_pid
+watchdog everywhere, and an atexit stop. `connect` honours $MODEL_SERVER: the embedded server by
+default, otherwise an external TF Serving whose model it only waits for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from helpers import config
+
+#: Log lines kept from the server process (for error reports and .log_lines()).
+LOG_LINES_KEPT = 2000
+_PR_SET_PDEATHSIG = 1
+
+
+class ServerStartError(RuntimeError):
+    """The server process exited, or its model did not become AVAILABLE in time."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing listens on `host:port` (a bind test, without SO_REUSEADDR sharing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _pick_port(wanted: int | None, default: int, taken: set[int]) -> int:
+    if wanted is not None:
+        return wanted
+    if default not in taken and port_is_free(default):
+        return default
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when the parent dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # noqa: BLE001 - best effort; --parent_pid covers the rest
+        pass
+
+
+def wait_for_model(
+    target: str,
+    model_name: str = config.MODEL_NAME,
+    version: int | None = None,
+    timeout: float = 60.0,
+    *,
+    credentials: Any = None,
+    is_alive: Any = None,
+) -> int:
+    """Poll GetModelStatus on `target` until the model (or `version`) is AVAILABLE.
+
+    Returns the available version. Raises TimeoutError, or ServerStartError if `is_alive()`
+    turns False (the server process died).
+    """
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model_name
+    if version is not None:
+        request.model_spec.version.value = version
+    channel = (
+        grpc.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(target)
+    )
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        while True:
+            if is_alive is not None and not is_alive():
+                raise ServerStartError("the server process exited")
+            try:
+                response = stub.GetModelStatus(request, timeout=2.0)
+                statuses = response.model_version_status
+                versions = [s.version for s in statuses if s.state == available]
+                if versions:
+                    return max(versions)
+                last = "; ".join(
+                    f"version {s.version}: "
+                    f"{get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}"
+                    + (f" ({s.status.error_message})" if s.status.error_message else "")
+                    for s in response.model_version_status
+                )
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"model '{model_name}' was not AVAILABLE at {target} within {timeout:.0f} s "
+                    f"(last answer: {last})"
+                )
+            time.sleep(0.1)
+    finally:
+        channel.close()
+
+
+class ServerProcess:
+    """A running `python -m helpers.server` child process."""
+
+    def __init__(
+        self,
+        args: list[str],
+        grpc_port: int,
+        rest_port: int,
+        model_name: str,
+        *,
+        credentials: Any = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.args = args
+        self.model_name = model_name
+        self.credentials = credentials
+        self.address = config.ServerAddress("localhost", grpc_port, rest_port, embedded=True)
+        self._lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
+        child_env = dict(os.environ if env is None else env)
+        child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        child_env["PYTHONUNBUFFERED"] = "1"
+        kwargs: dict[str, Any] = {}
+        if sys.platform.startswith("linux"):
+            kwargs["preexec_fn"] = _die_with_parent
+        self._process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            **kwargs,
+        )
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+        _running.add(self)
+
+    # ---------------------------------------------------------------- addresses
+    @property
+    def grpc_target(self) -> str:
+        """`localhost:PORT`, for grpc.insecure_channel / secure_channel."""
+        return self.address.grpc_target
+
+    @property
+    def rest_url(self) -> str:
+        """`http://localhost:PORT` (the REST API; nothing listens there if REST is off)."""
+        return self.address.rest_url
+
+    @property
+    def grpc_port(self) -> int:
+        return self.address.grpc_port
+
+    @property
+    def rest_port(self) -> int:
+        return self.address.rest_port
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running, else the exit code."""
+        return self._process.poll()
+
+    def is_running(self) -> bool:
+        return self._process.poll() is None
+
+    # ---------------------------------------------------------------- logs
+    def _read_output(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.append(line.rstrip("\n"))
+
+    def log_lines(self) -> list[str]:
+        """What the server has logged so far (the last LOG_LINES_KEPT lines)."""
+        return list(self._lines)
+
+    def _tail(self, count: int = 15) -> str:
+        self._reader.join(timeout=0.5) if not self.is_running() else None
+        return "\n".join(self.log_lines()[-count:]) or "(no output)"
+
+    # ---------------------------------------------------------------- waiting
+    def wait_until_available(
+        self, model_name: str | None = None, version: int | None = None, timeout: float = 60.0
+    ) -> int:
+        """Block until GetModelStatus says the model (or `version`) is AVAILABLE; returns it.
+
+        Raises ServerStartError with the server's last log lines if it dies or times out.
+        """
+        name = model_name or self.model_name
+        try:
+            return wait_for_model(
+                self.grpc_target, name, version, timeout,
+                credentials=self.credentials, is_alive=self.is_running,
+            )
+        except ServerStartError:
+            raise ServerStartError(
+                f"the model server exited with code {self.returncode} before model '{name}' was "
+                f"available. Its last log lines:\n{self._tail()}"
+            ) from None
+        except TimeoutError as exc:
+            raise ServerStartError(f"{exc}. The server's last log lines:\n{self._tail()}") from None
+
+    # ---------------------------------------------------------------- stopping
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (calls in flight finish), then kill after `timeout` s. Returns the exit code."""
+        _running.discard(self)
+        if self._process.poll() is None:
+            try:
+                self._process.send_signal(signal.SIGTERM)
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        self._reader.join(timeout=2)
+        return self._process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else f"exited {self.returncode}"
+        return (
+            f"<ServerProcess pid={self.pid} grpc={self.grpc_target} rest={self.rest_url} {state}>"
+        )
+
+
+_running: weakref.WeakSet[ServerProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        try:
+            server.stop(timeout=5)
+        except Exception:  # noqa: BLE001 - interpreter is exiting
+            pass
+
+
+def start_server(
+    model_base_path: str | os.PathLike[str] | None = None,
+    model_name: str = config.MODEL_NAME,
+    *,
+    grpc_port: int | None = None,
+    rest_port: int | None = None,
+    extra_flags: Sequence[str] = (),
+    wait: bool = True,
+    timeout: float = 60.0,
+    credentials: Any = None,
+) -> ServerProcess:
+    """Start the embedded server for one model and (by default) wait until it is AVAILABLE.
+
+    Ports left as None are 8500/8501 when free, else ports the OS picks (two notebooks never
+    fight over a port). `extra_flags` are more TF Serving flags, e.g. `["--enable_batching"]`;
+    with `--model_config_file=...` among them, the model name and base path are not passed.
+    `credentials` (grpc.ChannelCredentials) is used to poll a server started with TLS.
+    """
+    flags = list(extra_flags)
+    uses_config_file = any(f.startswith("--model_config_file") for f in flags)
+    grpc_port = _pick_port(grpc_port, config.DEFAULT_GRPC_PORT, set())
+    rest_port = _pick_port(rest_port, config.DEFAULT_REST_PORT, {grpc_port})
+    args = [sys.executable, "-m", "helpers.server", f"--port={grpc_port}"]
+    args.append(f"--rest_api_port={rest_port}")
+    if not uses_config_file:
+        base = Path(model_base_path) if model_base_path else config.model_base_path(model_name)
+        args += [f"--model_name={model_name}", f"--model_base_path={base.resolve()}"]
+    args.append(f"--parent_pid={os.getpid()}")
+    args += flags
+    server = ServerProcess(args, grpc_port, rest_port, model_name, credentials=credentials)
+    if wait:
+        try:
+            server.wait_until_available(model_name, timeout=timeout)
+        except BaseException:
+            server.stop()
+            raise
+    return server
+
+
+class ExternalServer:
+    """A model server this process did not start (TF Serving in Docker, a remote host)."""
+
+    def __init__(self, address: config.ServerAddress, model_name: str) -> None:
+        self.address = address
+        self.model_name = model_name
+        self.pid: int | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        return self.address.grpc_target
+
+    @property
+    def rest_url(self) -> str:
+        return self.address.rest_url
+
+    def wait_until_available(
+        self, model_name: str | None = None, version: int | None = None, timeout: float = 60.0
+    ) -> int:
+        return wait_for_model(self.grpc_target, model_name or self.model_name, version, timeout)
+
+    def log_lines(self) -> list[str]:
+        return []
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Nothing to do: this process does not own the server."""
+
+    def __enter__(self) -> ExternalServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ExternalServer grpc={self.grpc_target} rest={self.rest_url}>"
+
+
+ServerHandle = ServerProcess | ExternalServer
+
+
+def connect(model_name: str = config.MODEL_NAME, timeout: float = 60.0) -> ServerHandle:
+    """The model server the course should talk to, ready to answer for `model_name`.
+
+    $MODEL_SERVER unset or `embedded`: start the embedded server (see start_server).
+    Otherwise wait for the external server there to report the model AVAILABLE.
+    """
+    address = config.server_address()
+    if address.embedded:
+        return start_server(model_name=model_name, timeout=timeout)
+    server = ExternalServer(address, model_name)
+    server.wait_until_available(model_name, timeout=timeout)
+    return server
