@@ -1,4 +1,4 @@
-"""The Digits service of notebook 01: the four call kinds, metadata, deadlines, errors, shutdown."""
+"""The Digits service of notebook 01: call kinds, metadata, deadlines, errors, exercises."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
 import numpy as np
 import pytest
 
-from helpers import protos
+from helpers import payloads, protos
 from helpers.digits import (
     IMAGES_SEEN_KEY,
     REQUEST_ID_KEY,
@@ -29,6 +30,7 @@ from helpers.digits import (
     to_messages,
     to_uint8,
 )
+from helpers.solutions import ex01
 
 
 def ring(size: int = 28, outer: int = 9, inner: int = 5, center=(14, 14)) -> np.ndarray:
@@ -368,3 +370,55 @@ def test_a_broken_proto_reports_protoc_error(tmp_path, monkeypatch):
     monkeypatch.setattr(protos, "INCLUDE_ROOT", tmp_path)
     with pytest.raises(protos.ProtoCompileError, match="broken.proto.*broken.proto:2"):
         protos.compile_proto("broken", tmp_path / "out")
+
+
+# --- notebook 01's exercise solutions (helpers/solutions/ex01.py) ---------------------------
+
+
+def test_candidate_hit_rate_per_digit():
+    with start_digits_server(IMAGES, LABELS) as server:
+        rates = ex01.candidate_hit_rate(server.target)
+    # the synthetic rings, bars and eight all have the loops their label expects
+    assert rates == {0: 1.0, 1: 1.0, 8: 1.0}
+
+
+def test_retrying_channel_waits_for_a_late_server():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started: list = []
+    timer = threading.Timer(0.3, lambda: started.append(start_digits_server(port=port)))
+    timer.start()
+    try:
+        with ex01.retrying_channel(f"127.0.0.1:{port}", max_attempts=5) as channel:
+            stats = digits_grpc.DigitsStub(channel).Measure(to_message(bar()), timeout=10)
+        assert stats.holes == 0
+    finally:
+        timer.join()
+        for server in started:
+            server.stop()
+
+
+def test_retrying_channel_does_not_retry_invalid_arguments():
+    bad = digits_pb2.DigitImage(height=28, width=28, pixels=b"\0")
+    with start_digits_server() as server, ex01.retrying_channel(server.target) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            digits_grpc.DigitsStub(channel).Measure(bad, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert server.servicer.calls["Measure"] == 1
+
+
+@pytest.mark.parametrize("encoding", payloads.ENCODINGS)
+def test_largest_batch_is_the_last_that_fits(encoding):
+    image = (bar() / 255).astype(np.float32)
+    limit = 200_000
+    count = ex01.largest_batch(image, encoding, limit)
+    batch = np.repeat(payloads.as_batch(image), count + 1, axis=0)
+    assert len(payloads.encode(batch[:count], encoding)) <= limit
+    assert len(payloads.encode(batch, encoding)) > limit
+
+
+def test_largest_batch_under_the_default_limit():
+    image = (bar() / 255).astype(np.float32)
+    assert ex01.largest_batch(image, "tensor_content") == (4 * 1024 * 1024 - 30) // 3136
+    assert ex01.largest_batch(image, "uint8") > 4 * ex01.largest_batch(image, "tensor_content") - 4
