@@ -56,7 +56,13 @@ def _write_saved_model(model, path: Path) -> None:
         fn=serve,
         input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32, name=INPUT_KEY)],
     )
-    archive.write_out(str(path), verbose=False)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # no "Assets written to <temporary folder>" lines
+    try:
+        archive.write_out(str(path), verbose=False)
+    finally:
+        logger.setLevel(level)
 
 
 def export_model(
