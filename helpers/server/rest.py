@@ -1,0 +1,383 @@
+"""TF Serving's REST API (port 8501) for the embedded server, on aiohttp.
+
+The routes, status codes and response texts follow TF Serving's HTTP front end
+(model_servers/http_server.cc, http_rest_api_handler.cc, http_rest_api_util.cc), so a `requests`
+or `curl` call written for the real server works here unchanged:
+
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]            model status
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]/metadata   signature defs
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:predict    (also :classify, :regress)
+    GET  /monitoring/prometheus/metrics                            when monitoring is enabled
+
+aiohttp runs on its own event loop in a thread of the server process; parsing JSON and running
+the model happen in a thread pool so a slow request never stalls the loop (or the other calls).
+Tensor conversion lives in `json_tensors`, metrics in `metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+from aiohttp import web
+
+from helpers.server import json_tensors, metrics
+from helpers.server.errors import ServingError, first_line
+
+log = logging.getLogger("helpers.server.rest")
+
+#: TF Serving's route patterns (case-insensitive, matched against the whole path).
+PREDICTION_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+#: Paths the REST handler owns; anything else is a plain 404, as in TF Serving.
+API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+
+DEFAULT_SIGNATURE = "serving_default"
+#: --rest_api_timeout_in_ms default.
+DEFAULT_TIMEOUT_MS = 30_000
+#: TF Serving accepts large bodies (the gRPC side allows ~2 GB); aiohttp's default is 1 MiB.
+MAX_BODY_BYTES = 2**31 - 1
+#: Message of a Session run cut by --rest_api_timeout_in_ms (TensorFlow's DirectSession).
+TIMEOUT_MESSAGE = "Timed out waiting for notification"
+_INT64_MAX = 2**63 - 1
+
+#: Route kind -> `api` name for metrics.record_request (the contract's names).
+_METRICS_API = {
+    "predict": "predict",
+    "classify": "classify",
+    "regress": "regress",
+    "metadata": "get_model_metadata",
+    "status": "get_model_status",
+}
+
+
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a REST request asks for: a kind (predict, classify, regress, metadata, status)."""
+
+    kind: str
+    model_name: str
+    version: int | None = None
+    label: str | None = None
+
+
+def parse_route(method: str, path: str) -> Route:
+    """Method and raw URL path -> Route, or TF Serving's 400 (`Malformed request: ...`)."""
+    malformed = _invalid(f"Malformed request: {method} {path}")
+    if method == "POST":
+        match = PREDICTION_PATH.fullmatch(path)
+        if match is None:
+            raise malformed
+        name, version_text, label, verb = match.groups()
+    elif method == "GET":
+        match = STATUS_PATH.fullmatch(path)
+        if match is None:
+            raise malformed
+        name, version_text, label, subresource = match.groups()
+        verb = "metadata" if subresource == "metadata" else "status"
+    else:
+        raise malformed
+    version = None
+    if version_text:
+        version = int(version_text)
+        if version > _INT64_MAX:
+            raise _invalid(f"Failed to convert version: {version_text} to numeric.")
+    name = unquote(name or "")
+    label = unquote(label) if label else None
+    # The verb matched case-insensitively, but only the lowercase spelling is dispatched.
+    if verb not in _METRICS_API:
+        raise malformed
+    if version is not None and label is not None:
+        raise _invalid(
+            f"Both model version ({version}) and model version label ({label}) cannot be "
+            "supplied."
+        )
+    if not name:
+        raise _invalid("Missing model name in request.")
+    return Route(verb, name, version, label)
+
+
+def status_json(response: Any) -> str:
+    """A GetModelStatusResponse as TF Serving prints it (every field, `error_code: "OK"` too)."""
+    from google.protobuf import json_format
+
+    for version_status in response.model_version_status:
+        version_status.status.SetInParent()
+    text = json_format.MessageToJson(
+        response, indent=1, always_print_fields_with_no_presence=True
+    )
+    return text + "\n"
+
+
+def metadata_json(servable: Any) -> str:
+    """The metadata response: `{"model_spec": ..., "metadata": {"signature_def": ...}}`.
+
+    TF Serving prints the two parts separately (proto field names, every field) and joins them
+    by hand; the layout below is the same, so the text matches too.
+    """
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+    spec = model_pb2.ModelSpec(name=servable.name)
+    spec.version.value = servable.version
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in servable.signature_defs.items():
+        signatures.signature_def[key].CopyFrom(signature)
+    options = {
+        "indent": 1,
+        "preserving_proto_field_name": True,
+        "always_print_fields_with_no_presence": True,
+    }
+    spec_text = json_format.MessageToJson(spec, **options) + "\n"
+    signature_text = json_format.MessageToJson(signatures, **options) + "\n"
+    return (
+        "{\n"
+        f'"model_spec":{spec_text},\n'
+        f'"metadata": {{"signature_def": {signature_text}}}\n'
+        "}\n"
+    )
+
+
+class RestApi:
+    """The request handling, independent of the HTTP server: Route + body -> JSON text.
+
+    Every method runs in a worker thread (it parses JSON and runs the model).
+    """
+
+    def __init__(self, manager: Any, serving_metrics: metrics.ServingMetrics) -> None:
+        self.manager = manager
+        self.metrics = serving_metrics
+
+    def handle(self, route: Route, body: bytes) -> str:
+        if route.kind == "status":
+            # TF Serving's GetModelStatus looks at the version only; a label in the path is ignored.
+            return status_json(self.manager.status(route.model_name, route.version, None))
+        if route.kind == "metadata":
+            servable = self.manager.servable(route.model_name, route.version, route.label)
+            return metadata_json(servable)
+        doc = json_tensors.parse_request(body)
+        signature_name = json_tensors.signature_name_of(doc)
+        if route.kind == "predict":
+            return self._predict(route, doc, signature_name, body)
+        request_input = json_tensors.examples_input(doc)
+        servable = self.manager.servable(route.model_name, route.version, route.label)
+        examples = request_input.WhichOneof("kind")
+        count = len(getattr(request_input, examples).examples) if examples else 0
+        self.metrics.record_example_count(route.model_name, count)
+        if route.kind == "classify":
+            return json_tensors.classify_response(
+                servable.classify(signature_name, request_input)
+            )
+        return json_tensors.regress_response(servable.regress(signature_name, request_input))
+
+    def _predict(self, route: Route, doc: dict, signature_name: str, body: bytes) -> str:
+        servable = self.manager.servable(route.model_name, route.version, route.label)
+        key = signature_name or DEFAULT_SIGNATURE
+        signature = servable.signature_defs.get(key)
+        if signature is None:
+            raise _invalid(f'Serving signature name: "{key}" not found in signature def')
+        input_types = {alias: info.dtype for alias, info in signature.inputs.items()}
+        if not input_types:
+            raise _invalid(
+                f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
+            )
+        has_booleans = b"true" in body or b"false" in body
+        inputs, row_format = json_tensors.predict_inputs(
+            doc, input_types, has_booleans=has_booleans
+        )
+        outputs = servable.run(signature_name, inputs)
+        return json_tensors.predict_response(outputs, row_format)
+
+
+def _as_serving_error(exc: BaseException) -> ServingError:
+    """Anything unexpected becomes a one-line INTERNAL error (the traceback goes to the log)."""
+    if isinstance(exc, ServingError):
+        return exc
+    log.error("REST request failed unexpectedly", exc_info=exc)
+    return ServingError(grpc.StatusCode.INTERNAL, first_line(f"{type(exc).__name__}: {exc}"))
+
+
+class RestServer:
+    """aiohttp on its own event loop and thread; `stop()` lets requests in flight finish."""
+
+    def __init__(
+        self,
+        manager: Any,
+        host: str,
+        port: int,
+        *,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        monitoring_path: str | None = None,
+        num_threads: int | None = None,
+        serving_metrics: metrics.ServingMetrics | None = None,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
+        self.monitoring_path = monitoring_path
+        self.metrics = serving_metrics or metrics.default_metrics()
+        self.api = RestApi(manager, self.metrics)
+        # TF Serving's default: --rest_api_num_threads = 4 x the number of cores.
+        workers = num_threads or 4 * (os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-worker")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self.port: int = port
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> RestServer:
+        """Bind and serve; returns once listening, or raises the binding error (OSError)."""
+        self._thread = threading.Thread(target=self._run, name="rest-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._executor.shutdown(wait=False)
+            raise self._start_error
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._open())
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            self._start_error = exc
+            loop.close()
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _open(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.requested_port, shutdown_timeout=5.0)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        if runner.addresses:
+            self.port = runner.addresses[0][1]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, let requests in flight finish (up to `timeout`), then end the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        if self._runner is not None:
+            future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop)
+            try:
+                future.result(timeout)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.warning("REST server did not stop cleanly within %.0f s", timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> RestServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ requests
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.rel_url.raw_path
+        if self.monitoring_path is not None and path == self.monitoring_path:
+            return web.Response(
+                body=self.metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE}
+            )
+        if not API_PATH.fullmatch(path):
+            raise web.HTTPNotFound()
+        body = await request.read()
+        started = time.perf_counter()
+        try:
+            route = parse_route(request.method, path)
+        except ServingError as err:
+            return self._error_response(err)
+        try:
+            call = asyncio.get_running_loop().run_in_executor(
+                self._executor, self.api.handle, route, body
+            )
+            timeout = self.timeout if route.kind in ("predict", "classify", "regress") else None
+            text = await asyncio.wait_for(call, timeout)
+        except asyncio.TimeoutError:
+            error = ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, TIMEOUT_MESSAGE)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
+            error = _as_serving_error(exc)
+        else:
+            self.metrics.record_request(
+                route.model_name, _METRICS_API[route.kind], "REST", "OK",
+                time.perf_counter() - started,
+            )
+            return web.Response(text=text, content_type="application/json")
+        self.metrics.record_request(
+            route.model_name, _METRICS_API[route.kind], "REST", error.code.name,
+            time.perf_counter() - started,
+        )
+        return self._error_response(error)
+
+    @staticmethod
+    def _error_response(error: ServingError) -> web.Response:
+        return web.Response(
+            text=json_tensors.error_json(error.message),
+            status=error.http_status,
+            content_type="application/json",
+        )
+
+
+def start_rest_server(
+    manager: Any,
+    host: str,
+    port: int,
+    *,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    monitoring_path: str | None = None,
+    num_threads: int | None = None,
+    serving_metrics: metrics.ServingMetrics | None = None,
+) -> RestServer:
+    """Start the REST API for `manager` on host:port (0 = a free port; see `.port`).
+
+    Returns a running `RestServer`; `.stop()` shuts it down gracefully. A port that cannot be
+    bound raises OSError here, before the caller reports the server as ready.
+    """
+    return RestServer(
+        manager,
+        host,
+        port,
+        timeout_ms=timeout_ms,
+        monitoring_path=monitoring_path,
+        num_threads=num_threads,
+        serving_metrics=serving_metrics,
+    ).start()
