@@ -298,23 +298,35 @@ def start_server(
     """
     flags = list(extra_flags)
     uses_config_file = any(f.startswith("--model_config_file") for f in flags)
-    grpc_port = _pick_port(grpc_port, config.DEFAULT_GRPC_PORT, set())
-    rest_port = _pick_port(rest_port, config.DEFAULT_REST_PORT, {grpc_port})
-    args = [sys.executable, "-m", "helpers.server", f"--port={grpc_port}"]
-    args.append(f"--rest_api_port={rest_port}")
-    if not uses_config_file:
-        base = Path(model_base_path) if model_base_path else config.model_base_path(model_name)
-        args += [f"--model_name={model_name}", f"--model_base_path={base.resolve()}"]
-    args.append(f"--parent_pid={os.getpid()}")
-    args += flags
-    server = ServerProcess(args, grpc_port, rest_port, model_name, credentials=credentials)
-    if wait:
+    auto_ports = grpc_port is None or rest_port is None
+    for attempt in range(3):
+        chosen_grpc = _pick_port(grpc_port, config.DEFAULT_GRPC_PORT, set())
+        chosen_rest = _pick_port(rest_port, config.DEFAULT_REST_PORT, {chosen_grpc})
+        args = [sys.executable, "-m", "helpers.server", f"--port={chosen_grpc}"]
+        args.append(f"--rest_api_port={chosen_rest}")
+        if not uses_config_file:
+            base = Path(model_base_path) if model_base_path else config.model_base_path(model_name)
+            args += [f"--model_name={model_name}", f"--model_base_path={base.resolve()}"]
+        args.append(f"--parent_pid={os.getpid()}")
+        args += flags
+        server = ServerProcess(
+            args, chosen_grpc, chosen_rest, model_name, credentials=credentials
+        )
+        if not wait:
+            return server
         try:
             server.wait_until_available(model_name, timeout=timeout)
+            return server
+        except ServerStartError:
+            server.stop()
+            lost_race = any("could not bind" in line for line in server.log_lines())
+            if not (auto_ports and lost_race and attempt < 2):
+                raise
+            # Another process took the port between our check and the server's bind: retry.
         except BaseException:
             server.stop()
             raise
-    return server
+    raise AssertionError("unreachable")
 
 
 class ExternalServer:
