@@ -20,8 +20,10 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
@@ -220,4 +222,8 @@ def add_services(server: grpc.Server, manager: ModelManager) -> list[str]:
         PredictionService(manager), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
+    # The *_pb2 service modules register the service descriptors that reflection serves.
+    return [
+        prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+        model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    ]
