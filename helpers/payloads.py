@@ -58,7 +58,7 @@ def as_batch(images) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def to_uint8(images) -> np.ndarray:
+def _raw_pixels(images) -> np.ndarray:
     """The raw 0-255 pixels behind float images in [0, 1], shape kept (N, 28, 28, 1)."""
     return np.rint(as_batch(images) * 255).astype(np.uint8)
 
@@ -70,7 +70,7 @@ def json_payload(images) -> bytes:
 
 def json_uint8_payload(images) -> bytes:
     """The row format with 0-255 integers: the same image in far fewer characters."""
-    return json.dumps({"instances": to_uint8(images).tolist()}).encode()
+    return json.dumps({"instances": _raw_pixels(images).tolist()}).encode()
 
 
 def float_val_tensor(images) -> tensor_pb2.TensorProto:
@@ -96,7 +96,7 @@ def uint8_tensor(images) -> tensor_pb2.TensorProto:
     The course model takes float32, so a server would have to scale these itself (a model
     can do that inside its exported signature).
     """
-    return encode_tensor(to_uint8(images))
+    return encode_tensor(_raw_pixels(images))
 
 
 def _decode_json(payload: bytes) -> np.ndarray:
@@ -185,7 +185,7 @@ def measure_payloads(
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     batch = as_batch(images)
-    expected = to_uint8(batch)
+    expected = _raw_pixels(batch)
     results = []
     for encoding in encodings:
         encode_fn, decode_fn = _codec(encoding)

@@ -355,6 +355,16 @@ def test_load_proto_is_cached_by_hash_in_the_cache_folder(tmp_path):
     assert protos.load_proto("digits").pb2 is digits_pb2  # one module per process
 
 
+def test_an_unwritable_cache_falls_back_to_the_temporary_folder(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = "from helpers.protos import load_proto; print(load_proto('digits').pb2.__file__)"
+    env = {**os.environ, protos.CACHE_ENV: str(blocker / "cache"), "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(tmp_path / "grpc-serving-course-protos"))
+
+
 def test_unknown_or_malformed_proto_names_are_refused():
     with pytest.raises(FileNotFoundError, match="no proto named 'nope'.*digits"):
         protos.load_proto("nope")

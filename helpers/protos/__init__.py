@@ -122,7 +122,12 @@ def _compiled_dir(name: str, key: str) -> Path:
     target = root / f"{name}-{key}"
     if (target / "helpers" / "protos" / f"{name}_pb2_grpc.py").is_file():
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable home folder: compile into the temporary folder instead
+        root = Path(tempfile.gettempdir()) / "grpc-serving-course-protos"
+        target = root / f"{name}-{key}"
+        root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         compile_proto(name, scratch)
