@@ -465,9 +465,10 @@ def get_signature(
     """Read one signature's input/output keys, dtypes and shapes from the server."""
     signatures = get_signatures(channel, model_name, version=version, label=label, timeout=timeout)
     if signature not in signatures:
+        usable = sorted(name for name in signatures if not name.startswith("__"))
         raise ValueError(
             f"Model {model_name!r} has no signature {signature!r}; "
-            f"it has {sorted(signatures)}. Pass one of those as signature=."
+            f"it has {usable}. Pass one of those as signature=."
         )
     return signatures[signature]
 

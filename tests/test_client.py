@@ -9,6 +9,9 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from helpers import client
 
+# The served_mnist / served_channel fixtures: a trained model behind an embedded server.
+pytest_plugins = ["served_mnist"]
+
 # --------------------------------------------------------------------------------------
 # encode_tensor / decode_tensor, checked against TensorFlow's own functions
 # --------------------------------------------------------------------------------------
@@ -270,3 +273,128 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------
+# Against a live embedded server
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def test_digits():
+    from helpers.data import load_offline_arrays
+
+    *_, x_test, y_test = load_offline_arrays()
+    return x_test[:64], y_test[:64]  # raw uint8 pixels, (64, 28, 28, 1)
+
+
+def test_status_and_readiness(served_channel):
+    assert client.wait_until_available(served_channel, "mnist", timeout=30) == 1
+    assert client.wait_until_available(served_channel, "mnist", version=1, timeout=30) == 1
+    rows = client.get_model_status(served_channel, "mnist")
+    assert rows == [client.VersionStatus(1, "AVAILABLE", "OK", "")]
+
+
+def test_waiting_for_a_version_that_never_comes_times_out(served_channel):
+    with pytest.raises(TimeoutError, match="version 7 of model 'mnist' was not AVAILABLE"):
+        client.wait_until_available(served_channel, "mnist", version=7, timeout=0.5)
+
+
+def test_signature_comes_from_metadata(served_channel):
+    signature = client.get_signature(served_channel, "mnist")
+    assert (signature.name, signature.version) == ("serving_default", 1)
+    assert signature.method == "tensorflow/serving/predict"
+    assert signature.input == client.TensorSpec(
+        "image", "serving_default_image:0", "float32", (None, 28, 28, 1)
+    )
+    assert signature.output_key == "probabilities"
+    assert signature.output.shape == (None, 10)
+    with pytest.raises(ValueError, match=r"no signature 'predict'; it has \['serving_default'\]"):
+        client.get_signature(served_channel, "mnist", "predict")
+
+
+def test_predict_matches_the_model_in_process(served_mnist, served_channel, test_digits):
+    import tensorflow as tf
+
+    raw, labels = test_digits
+    served = client.predict(served_channel, raw, "mnist")
+    local = tf.saved_model.load(str(served_mnist.base_path / "1")).signatures["serving_default"]
+    expected = local(image=tf.constant(raw.astype(np.float32) / 255))["probabilities"].numpy()
+    assert served.shape == (64, 10) and served.dtype == np.float32
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert (served.argmax(axis=1) == labels).mean() > 0.8
+
+
+def test_predict_fixes_raw_and_float64_pixels_and_splits_batches(served_channel, test_digits):
+    raw, _ = test_digits
+    signature = client.get_signature(served_channel)
+    reference = client.predict(served_channel, raw, signature=signature)
+    scaled64 = raw / 255.0  # the classic float64 mistake
+    for variant in (scaled64, raw[..., 0], raw.reshape(64, 784), raw.astype(np.float64)):
+        np.testing.assert_allclose(
+            client.predict(served_channel, variant, signature=signature), reference, atol=1e-6
+        )
+    pieces = client.predict(served_channel, raw, signature=signature, batch_size=10)
+    np.testing.assert_allclose(pieces, reference, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        client.predict(served_channel, raw, signature=signature, batch_size=0)
+
+
+def test_predict_by_version_and_label_errors_come_from_the_server(served_channel, test_digits):
+    raw, _ = test_digits
+    by_version = client.predict(served_channel, raw[:2], version=1)
+    assert by_version.shape == (2, 10)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.predict(served_channel, raw[:2], signature=client.get_signature(served_channel),
+                       label="production")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "Unrecognized servable version label: production"
+    assert client.describe_rpc_error(caught.value) == (
+        "INVALID_ARGUMENT: Unrecognized servable version label: production"
+    )
+
+
+def test_predict_refuses_a_single_image_before_sending(served_channel, test_digits):
+    raw, _ = test_digits
+    with pytest.raises(ValueError, match="add a batch dimension"):
+        client.predict(served_channel, raw[0])
+
+
+def test_raw_make_predict_request_lets_the_server_judge(served_channel, test_digits):
+    raw, _ = test_digits
+    stub = client._prediction_stub(served_channel)
+    request = client.make_predict_request(raw[:2] / 255.0, "mnist", "image")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "Expects arg[0] to be float but double is provided"
+
+
+def test_small_receive_limit_and_its_fix(served_mnist, test_digits):
+    raw, _ = test_digits
+    small = client.open_channel(served_mnist.grpc_target, max_receive_bytes=1024)
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            client.predict(small, raw)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "Received message larger than max" in caught.value.details()
+        assert client.predict(small, raw, batch_size=8).shape == (64, 10)
+    finally:
+        small.close()
+
+
+def test_reload_config_moves_labels_and_reports_refusals(served_mnist, served_channel):
+    base = str(served_mnist.base_path)
+    labelled = client.build_model_config("mnist", base, versions=[1], labels={"stable": 1})
+    client.reload_config(served_channel, labelled)
+    spec_version = client.get_signatures(served_channel, "mnist", label="stable")
+    assert spec_version["serving_default"].version == 1
+    with pytest.raises((client.ReloadError, grpc.RpcError)) as caught:
+        client.reload_config(
+            served_channel,
+            client.build_model_config("mnist", base, versions=[1], labels={"canary": 5}),
+        )
+    assert "not currently available" in str(
+        caught.value.details() if isinstance(caught.value, grpc.RpcError) else caught.value
+    )
+    client.reload_config(served_channel, client.build_model_config("mnist", base))
+    assert client.wait_until_available(served_channel, "mnist", timeout=30) == 1

@@ -1,0 +1,58 @@
+"""A trained MNIST model served by the embedded server, for the client-side tests.
+
+Imported by the test modules that need it (`from served_mnist import served_mnist`). The model
+is trained once per test worker (a quick dense network on the offline digits, a few seconds)
+and each test module gets its own server on free ports, so modules never disturb each other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import config
+
+
+def trained_version(base: Path) -> Path:
+    """`<models dir>/client-tests/mnist/1`: a trained model, made on first use."""
+    from helpers.export import ensure_model
+
+    os.environ.setdefault("MNIST_SOURCE", "offline")
+    return ensure_model(config.MODEL_NAME, 1, base_dir=base)
+
+
+def copy_model(source: Path, base_path: Path, versions: tuple[int, ...]) -> Path:
+    """Copy one exported version into `base_path` under each of `versions`."""
+    for version in versions:
+        staging = base_path / f".staging-{version}"
+        shutil.copytree(source, staging)
+        os.replace(staging, base_path / str(version))
+    return base_path
+
+
+@pytest.fixture(scope="module")
+def served_mnist(tmp_path_factory) -> Iterator[object]:
+    """A running embedded server for `mnist` (version 1 only), on ports nobody else uses."""
+    from helpers.server.process import free_port, start_server
+
+    source = trained_version(config.models_dir() / "client-tests")
+    base_path = copy_model(source, tmp_path_factory.mktemp("served") / config.MODEL_NAME, (1,))
+    handle = start_server(
+        base_path, config.MODEL_NAME, grpc_port=free_port(), rest_port=free_port(), timeout=120
+    )
+    handle.base_path = base_path
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def served_channel(served_mnist) -> Iterator[object]:
+    from helpers import client
+
+    channel = client.open_channel(served_mnist.grpc_target)
+    yield channel
+    channel.close()
