@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 
 os.environ.setdefault("MNIST_SOURCE", "offline")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,103 @@
+"""Every notebook, run by papermill with small parameters into a temporary folder.
+
+Each run gets a fresh, empty models folder, which proves the notebook works when opened first
+on a fresh clone (it must make any missing model itself). The notebook records values with
+`helpers.notebook.record`; the checks below assert on them. nbval, run by the same pytest
+command, separately executes every notebook with its default parameters and compares the
+outputs of cells marked `# NBVAL_CHECK_OUTPUT`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def check_00(records):
+    assert records["failed_checks"] == []
+    assert records["smoke_test"] == "passed"
+
+
+def check_01(records):
+    assert records["data_source"] == "offline"
+    assert records["streamed_count"] == 4
+    assert records["summarized_count"] == 100
+    assert 1 <= records["bidi_answers"] <= 50
+    assert records["deadline_code"] == "DEADLINE_EXCEEDED"
+    assert 0 <= records["deadline_received"] <= 2  # 200 ms pause per image, 0.5 s deadline
+    assert records["metadata_echoed"] == "nb01-0001"
+    assert records["error_codes"] == {
+        "bad pixels": "INVALID_ARGUMENT",
+        "offset past the end": "OUT_OF_RANGE",
+        "slow stream": "DEADLINE_EXCEEDED",
+        "no such method": "UNIMPLEMENTED",
+        "nobody listening": "UNAVAILABLE",
+        "cancelled by the client": "CANCELLED",
+    }
+    sizes = records["payload_bytes"]
+    assert sizes["tensor_content"] == sizes["float_val"] == 3159 and sizes["uint8"] == 807
+    assert sizes["json"] > 2 * sizes["tensor_content"]
+    assert records["server_stopped"] is True
+
+
+def check_02(records):
+    assert records["data_source"] == "offline"
+    assert records["test_accuracy"] >= 0.85
+    assert records["checkpoint"] == "mnist_mlp.keras"
+
+
+def check_03(records):
+    assert records["export_path"] == "mnist/1"
+    assert records["signature"] == {
+        "inputs": ["image"],
+        "outputs": ["probabilities"],
+        "method": "tensorflow/serving/predict",
+    }
+    assert records["max_difference"] <= 1e-6
+
+
+#: notebook -> (small parameters, checks on what it recorded)
+CASES = {
+    "00_check_your_environment": ({"DOCKER_TIMEOUT": 2.0}, check_00),
+    "01_understand_grpc": (
+        {"NUM_IMAGES": 100, "STREAM_LIMIT": 4, "BATCH_SIZE": 16, "TIMING_REPEATS": 1},
+        check_01,
+    ),
+    "02_train_the_model": ({"EPOCHS": 2, "MIN_ACCURACY": 0.85}, check_02),
+    "03_export_and_inspect": ({}, check_03),
+}
+
+
+def test_every_notebook_has_a_papermill_case():
+    on_disk = {path.stem for path in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+    assert on_disk == set(CASES), "add a case (parameters and checks) for each notebook"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_notebook_runs_with_small_parameters(name, tmp_path, monkeypatch):
+    parameters, check = CASES[name]
+    records = tmp_path / "records.json"
+    monkeypatch.setenv("COURSE_RECORD_FILE", str(records))
+    monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path / "models"))
+    executed = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(executed),
+        parameters=parameters,
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+        execution_timeout=300,
+    )
+    assert records.is_file(), f"{name} recorded nothing"
+    check(json.loads(records.read_text()))
+    assert not any(
+        output.get("output_type") == "error"
+        for cell in nbformat.read(executed, as_version=4).cells
+        for output in cell.get("outputs", [])
+    )
