@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-
-from conftest import MNIST, TOY, images, output_array, own_server_only, predict_request, write
+from serving_suite import MNIST, TOY, images, output_array, own_server_only, predict_request, write
 
 #: A model made for this file: several inputs and outputs, bytes, every JSON dtype, a slow call.
 REST_MODEL = "rest"
