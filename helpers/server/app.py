@@ -94,41 +94,22 @@ class ModelServer:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
+        """Bind the ports (fast failure), then load TensorFlow, the services and the models."""
         import grpc
-        from grpc_reflection.v1alpha import reflection
 
-        from helpers.server.batching import Batcher, BatchingOptions
-        from helpers.server.grpc_service import add_services
-        from helpers.server.models import ManagerOptions, ModelManager
         from helpers.server.tls import TLSConfigError, server_credentials
 
         flags = self.flags
-        if flags.enable_batching:
-            try:
-                options = BatchingOptions.from_proto(self.configs["batching"], os.cpu_count() or 2)
-            except ValueError as exc:
-                raise StartupError(f"Invalid batching parameters: {exc}") from None
-            self.batcher = Batcher(options)
-            log.info("Batching enabled: %s", options)
-        manager_options = ManagerOptions(
-            file_system_poll_wait_seconds=flags.file_system_poll_wait_seconds,
-            max_num_load_retries=flags.max_num_load_retries,
-            load_retry_interval_micros=flags.load_retry_interval_micros,
-            allow_version_labels_for_unavailable_models=(
-                flags.allow_version_labels_for_unavailable_models
-            ),
-            enable_model_warmup=flags.enable_model_warmup,
-            on_load=self._attach_batcher if self.batcher is not None else None,
-        )
-        self.manager = ModelManager(manager_options, on_change=self._on_availability)
-
-        workers = 32
-        if self.batcher is not None:
-            workers = max(workers, min(256, 2 * self.batcher.options.max_batch_size))
         try:
             extra = channel_arguments(flags.grpc_channel_arguments)
         except FlagError as exc:
             raise StartupError(str(exc)) from None
+        batch_size = 0
+        if flags.enable_batching:
+            params = self.configs["batching"]
+            has_size = params is not None and params.HasField("max_batch_size")
+            batch_size = params.max_batch_size.value if has_size else 1000
+        workers = max(32, min(256, 2 * batch_size))
         options = [
             ("grpc.so_reuseport", 0),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -136,17 +117,6 @@ class ModelServer:
             *extra,
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
-        names = add_services(server, self.manager)
-        if flags.enable_grpc_healthcheck_service:
-            from grpc_health.v1 import health as health_module
-
-            from helpers.server.health import HealthReporter
-
-            self.health = HealthReporter(server)
-            names.append(health_module.SERVICE_NAME)
-        names.append(reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
-
         address = f"{flags.host}:{flags.port}"
         try:
             if self.configs["ssl"] is not None:
@@ -162,11 +132,46 @@ class ModelServer:
                 f"could not bind the gRPC port {address}: it is in use by another process "
                 "(stop that server or choose another --port)"
             )
-        server.start()
         self.grpc_server = server
-        self._start_rest()
 
+        # Only now the heavy imports (TensorFlow): a taken port was refused in well under a second.
+        from grpc_reflection.v1alpha import reflection
+
+        from helpers.server.batching import Batcher, BatchingOptions
         from helpers.server.errors import ServingError
+        from helpers.server.grpc_service import add_services
+        from helpers.server.models import ManagerOptions, ModelManager
+
+        if flags.enable_batching:
+            try:
+                batching = BatchingOptions.from_proto(self.configs["batching"], os.cpu_count() or 2)
+            except ValueError as exc:
+                raise StartupError(f"Invalid batching parameters: {exc}") from None
+            self.batcher = Batcher(batching)
+            log.info("Batching enabled: %s", batching)
+        manager_options = ManagerOptions(
+            file_system_poll_wait_seconds=flags.file_system_poll_wait_seconds,
+            max_num_load_retries=flags.max_num_load_retries,
+            load_retry_interval_micros=flags.load_retry_interval_micros,
+            allow_version_labels_for_unavailable_models=(
+                flags.allow_version_labels_for_unavailable_models
+            ),
+            enable_model_warmup=flags.enable_model_warmup,
+            on_load=self._attach_batcher if self.batcher is not None else None,
+        )
+        self.manager = ModelManager(manager_options, on_change=self._on_availability)
+        names = add_services(server, self.manager)
+        if flags.enable_grpc_healthcheck_service:
+            from grpc_health.v1 import health as health_module
+
+            from helpers.server.health import HealthReporter
+
+            self.health = HealthReporter(server)
+            names.append(health_module.SERVICE_NAME)
+        names.append(reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        server.start()
+        self._start_rest()
 
         try:
             self.manager.start(self.configs["models"])

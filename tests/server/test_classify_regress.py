@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from conftest import MNIST, TOY, own_server_only, rpc_error
+from serving_suite import MNIST, TOY, own_server_only, rpc_error
 
 pytestmark = pytest.mark.usefixtures("toy_model_served")
 
@@ -134,7 +134,7 @@ def test_multi_inference_unsupported_method(predict_stub):
 
 def test_predict_on_a_classify_signature_runs_it(predict_stub):
     """TF Serving's Predict also accepts classify/regress signatures, fed tensors directly."""
-    from conftest import predict_request
+    from serving_suite import predict_request
 
     example = _input([1.0]).example_list.examples[0].SerializeToString()
     request = predict_request(name=TOY, signature="regress", inputs={})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from conftest import MNIST, images, own_server_only, predict_request, rpc_error, tensor_proto
+from serving_suite import MNIST, images, own_server_only, predict_request, rpc_error, tensor_proto
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import own_server_only
+from serving_suite import own_server_only
 
 
 @pytest.mark.parametrize("service", ["", "ModelService", "PredictionService"])
@@ -19,8 +19,8 @@ def test_health_reports_serving(channel, service):
 def test_health_unknown_service_is_not_found(channel):
     own_server_only()
     import grpc
-    from conftest import rpc_error
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from serving_suite import rpc_error
 
     stub = health_pb2_grpc.HealthStub(channel)
     error = rpc_error(stub.Check, health_pb2.HealthCheckRequest(service="nope"), timeout=10)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import MNIST, TOY, own_server_only
+from serving_suite import MNIST, TOY, own_server_only
 
 
 def _metadata(predict_stub, name=MNIST, **spec):
@@ -83,6 +83,6 @@ def test_status_of_one_version(model_stub):
 
 
 def _external() -> bool:
-    from conftest import EXTERNAL
+    from serving_suite import EXTERNAL
 
     return EXTERNAL

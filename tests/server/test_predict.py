@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MNIST, images, output_array, own_server_only, predict_request, tensor_proto
+from serving_suite import (
+    MNIST,
+    images,
+    output_array,
+    own_server_only,
+    predict_request,
+    tensor_proto,
+)
 
 
 def test_predict_returns_probabilities_for_each_image(predict_stub):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import (
+from serving_suite import (
     EXTERNAL,
     EXTERNAL_REASON,
     MNIST,

@@ -1,0 +1,197 @@
+"""Helpers of the server conformance suite: models, requests, and the external-server switch.
+
+The suite speaks only TF Serving's protocol (gRPC with the tensorflow_serving protos, and REST),
+so it can run against the real server: with MODEL_SERVER=HOST:PORT it targets that server, and
+the tests that must start, restart or reconfigure a server process skip, saying why.
+"""
+
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from helpers import config
+
+EXTERNAL = not config.server_address().embedded
+EXTERNAL_REASON = (
+    f"needs a server this suite starts itself; MODEL_SERVER={os.environ.get('MODEL_SERVER')} "
+    "points at an external one"
+)
+MNIST = config.MODEL_NAME
+TOY = "toy"
+
+
+def own_server_only() -> None:
+    """Skip the calling test when the suite targets an external server."""
+    if EXTERNAL:
+        pytest.skip(EXTERNAL_REASON)
+
+
+def rest_available() -> bool:
+    """True once helpers.server.rest exists (the REST API module)."""
+    return (Path(__file__).resolve().parents[2] / "helpers" / "server" / "rest.py").exists()
+
+
+def build_toy_model(path: Path) -> Path:
+    """A TF1 SavedModel with predict, classify, regress and slow signatures (tiny, exact math).
+
+    - serving_default (predict): x float32 [-1] -> y = 2x + 1
+    - classify (classify): tf.Example feature x -> classes [["neg","pos"]], scores softmax-ish
+    - regress (regress): tf.Example feature x -> outputs 2x + 1
+    - spin (predict): n int32 scalar -> s, after n small matrix products (a slow call on demand)
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None], name="x")
+        y = tf.add(2.0 * x, 1.0, name="y")
+        examples = v1.placeholder(tf.string, [None], name="tf_example")
+        features = tf.io.parse_example(
+            examples, {"x": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
+        )
+        fx = features["x"]
+        regression = tf.add(2.0 * fx, 1.0, name="regression")
+        positive = tf.sigmoid(fx)
+        scores = tf.concat([1.0 - positive, positive], axis=1, name="scores")
+        classes = tf.tile(tf.constant([["neg", "pos"]]), [tf.shape(fx)[0], 1], name="classes")
+        n = v1.placeholder(tf.int32, [], name="n")
+        matrix = tf.eye(64) * 0.5
+
+        def body(i, m):
+            return i + 1, tf.matmul(m, matrix) + tf.eye(64)
+
+        _, spun = tf.while_loop(lambda i, m: i < n, body, [tf.constant(0), tf.eye(64)])
+        s = tf.reduce_sum(spun, name="s")
+        info = v1.saved_model.utils.build_tensor_info
+        defs = v1.saved_model.signature_def_utils
+        signatures = {
+            "serving_default": defs.predict_signature_def({"x": x}, {"y": y}),
+            "classify": defs.classification_signature_def(examples, classes, scores),
+            "regress": defs.regression_signature_def(examples, regression),
+            "spin": defs.build_signature_def(
+                {"n": info(n)}, {"s": info(s)}, "tensorflow/serving/predict"
+            ),
+        }
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+            builder.save()
+    return path
+
+
+def copy_version(store: Path, name: str, version: int, dest_base: Path, dest_version: int) -> Path:
+    """Copy a stored version into another base path atomically (write aside, then rename)."""
+    staging = dest_base / f".staging-{dest_version}"
+    shutil.copytree(store / name / str(version), staging)
+    target = dest_base / str(dest_version)
+    os.replace(staging, target)
+    return target
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def model_config_text(store: Path) -> str:
+    """The main server's ModelServerConfig: mnist (1 and 2, labelled) and toy."""
+    return f"""
+        model_config_list {{
+          config {{
+            name: '{MNIST}'
+            base_path: '{store / MNIST}'
+            model_platform: 'tensorflow'
+            model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+            version_labels {{ key: 'stable' value: 1 }}
+            version_labels {{ key: 'canary' value: 2 }}
+          }}
+          config {{
+            name: '{TOY}'
+            base_path: '{store / TOY}'
+            model_platform: 'tensorflow'
+          }}
+        }}
+    """
+
+
+def images(count: int = 1, seed: int = 0) -> np.ndarray:
+    """MNIST-shaped float32 inputs in [0, 1]."""
+    return np.random.default_rng(seed).random((count, 28, 28, 1), dtype=np.float32)
+
+
+def tensor_proto(array: np.ndarray, *, content: bool = True):
+    """A TensorProto from NumPy without TensorFlow helpers (tensor_content or float_val)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    types = {
+        np.dtype(np.float32): types_pb2.DT_FLOAT,
+        np.dtype(np.float64): types_pb2.DT_DOUBLE,
+        np.dtype(np.int32): types_pb2.DT_INT32,
+        np.dtype(np.int64): types_pb2.DT_INT64,
+    }
+    array = np.asarray(array)
+    proto = tensor_pb2.TensorProto(
+        dtype=types[array.dtype],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
+        ),
+    )
+    if content:
+        proto.tensor_content = array.tobytes()
+    elif array.dtype == np.float32:
+        proto.float_val.extend(array.ravel().tolist())
+    elif array.dtype == np.float64:
+        proto.double_val.extend(array.ravel().tolist())
+    elif array.dtype == np.int32:
+        proto.int_val.extend(array.ravel().tolist())
+    else:
+        proto.int64_val.extend(array.ravel().tolist())
+    return proto
+
+
+def predict_request(
+    inputs: dict[str, np.ndarray] | None = None,
+    *,
+    name: str = MNIST,
+    version: int | None = None,
+    label: str | None = None,
+    signature: str = "",
+    output_filter: tuple[str, ...] = (),
+):
+    """A PredictRequest; by default one MNIST image under the key `image`."""
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    if version is not None:
+        request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
+    request.model_spec.signature_name = signature
+    for key, value in (inputs if inputs is not None else {"image": images()}).items():
+        request.inputs[key].CopyFrom(tensor_proto(value))
+    request.output_filter.extend(output_filter)
+    return request
+
+
+def output_array(proto) -> np.ndarray:
+    """Decode a response TensorProto (any encoding) to NumPy."""
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
+
+
+def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
+    """Call and return the RpcError it must raise."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    return caught.value
