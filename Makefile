@@ -11,6 +11,8 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3.13 python3.10 python3; 
 	&& echo $$p && break; done)
 # JupyterLab's address: localhost only, token kept on.
 LAB_PORT ?= 8888
+# Jupyter refuses to run as root unless told; containers and cloud workspaces often are root.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k export"`.
 PYTEST_ARGS ?=
 
@@ -40,7 +42,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP) && echo "Installed in $$(cat $(VENV)/.install-seconds) s."
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) $(LAB_ROOT_FLAG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
