@@ -242,8 +242,13 @@ class ModelServer:
                 return
 
     # ------------------------------------------------------------------ stop
-    def stop(self) -> None:
-        """Refuse new calls, let calls in flight finish (up to the grace period), unload."""
+    def stop(self, *, quiet: bool = False) -> None:
+        """Refuse new calls, let calls in flight finish (up to the grace period), unload.
+
+        `quiet` (a failed start-up) keeps the log's last line the reason for the failure.
+        """
+        if quiet:
+            log.setLevel(logging.ERROR)
         log.info("Stopping: finishing calls in flight")
         if self.health is not None:
             self.health.shutdown()
@@ -320,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except StartupError as exc:
+        server.stop(quiet=True)
         log.error("Failed to start server. Error: %s", exc)
-        server.stop()
         return 1
     log.info("Server ready in %.1f s", time.monotonic() - started)
     while not server.stopping.wait(0.5):

@@ -1,0 +1,241 @@
+"""The server process: start-up failures, graceful stop, and the Python process API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from serving_suite import (
+    EXTERNAL,
+    EXTERNAL_REASON,
+    MNIST,
+    TOY,
+    predict_request,
+    rpc_error,
+    write,
+)
+
+pytestmark = pytest.mark.skipif(EXTERNAL, reason=EXTERNAL_REASON)
+
+
+def _run_server(*flags: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m helpers.server` to completion (for start-ups that must fail)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "helpers.server", *flags],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def test_unknown_flag_fails_with_one_line():
+    result = _run_server("--port=8500", "--model_nme=mnist")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown command line flag 'model_nme' (see --help)"
+
+
+def test_flag_value_of_the_wrong_kind():
+    result = _run_server("--port=eighty", "--model_base_path=/models/mnist")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --port expects an integer, got 'eighty'"
+
+
+def test_no_model_at_all_is_refused():
+    result = _run_server("--port=8500")
+    assert result.returncode == 2
+    assert "model_base_path and server_options.model_config_file are empty" in result.stderr
+
+
+def test_batching_file_without_batching_is_refused(tmp_path):
+    params = write(tmp_path / "batching.config", "max_batch_size { value: 8 }")
+    result = _run_server("--model_base_path=/m", f"--batching_parameters_file={params}")
+    assert result.returncode == 2
+    assert "batching_parameters_file is set without setting" in result.stderr
+
+
+def test_bad_config_file_fails_with_one_line(tmp_path):
+    bad = write(tmp_path / "models.config", "model_config_list { config { nam: 'x' } }")
+    result = _run_server("--port=8500", f"--model_config_file={bad}")
+    assert result.returncode == 1
+    line = _last_line(result)
+    assert f"Failed to start server. Error: Invalid protobuf file: '{bad}'" in line
+    assert 'has no field named "nam"' in line
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_ssl_config_file_fails(tmp_path):
+    result = _run_server("--model_base_path=/m", f"--ssl_config_file={tmp_path / 'none'}")
+    assert result.returncode == 1
+    assert "Failed to start server. Error: cannot read" in _last_line(result)
+
+
+def test_port_taken_is_refused(model_store):
+    from helpers.server.process import free_port
+
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        started = time.monotonic()
+        result = _run_server(f"--port={port}", f"--model_base_path={model_store / MNIST}")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert _last_line(result).endswith(
+        f"Failed to start server. Error: could not bind the gRPC port 127.0.0.1:{port}: it is in "
+        "use by another process (stop that server or choose another --port)"
+    )
+    assert elapsed < 30
+
+
+def test_labels_at_start_need_the_allow_flag(model_store, tmp_path):
+    config = write(tmp_path / "models.config", f"""
+        model_config_list {{ config {{
+          name: 'mnist' base_path: '{model_store / MNIST}' model_platform: 'tensorflow'
+          version_labels {{ key: 'stable' value: 1 }}
+        }} }}""")
+    from helpers.server.process import free_port
+
+    result = _run_server(f"--port={free_port()}", f"--model_config_file={config}")
+    assert result.returncode == 1
+    assert _last_line(result).endswith(
+        "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 1 "
+        "of model mnist, which is not currently available for inference"
+    )
+
+
+def test_relative_base_path_is_refused():
+    from helpers.server.process import free_port
+
+    result = _run_server(f"--port={free_port()}", "--model_base_path=models/mnist")
+    assert result.returncode == 1
+    assert _last_line(result).endswith(
+        "Error: INVALID_ARGUMENT: Expected model default to have an absolute path or URI; "
+        "got base_path()=models/mnist"
+    )
+
+
+def test_start_server_reports_a_dead_process_with_its_log(tmp_path):
+    from helpers.server.process import ServerStartError, start_server
+
+    with pytest.raises(ServerStartError) as caught:
+        start_server(extra_flags=[f"--model_config_file={tmp_path / 'missing.config'}"],
+                     rest_port=0, timeout=60)
+    message = str(caught.value)
+    assert "exited with code 1" in message
+    assert "cannot read" in message
+
+
+@pytest.fixture(scope="module")
+def stoppable(model_store):
+    """A server of its own (the tests stop it)."""
+    from helpers.server.process import free_port, start_server
+
+    server = start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+    yield server
+    server.stop()
+
+
+def test_process_api_addresses_and_logs(stoppable):
+    assert stoppable.grpc_target == f"localhost:{stoppable.grpc_port}"
+    assert stoppable.address.grpc_target == stoppable.grpc_target
+    assert stoppable.is_running() and stoppable.pid > 0
+    assert stoppable.wait_until_available(TOY, timeout=10) == 1
+    assert any("Successfully loaded servable version {name: toy version: 1}" in line
+               for line in stoppable.log_lines())
+
+
+def test_graceful_stop_finishes_the_call_in_flight(stoppable):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(stoppable.grpc_target)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_request({"n": np.array(150_000, np.int32)}, name=TOY, signature="spin")
+    started = time.monotonic()
+    future = stub.Predict.future(request, timeout=60)
+    time.sleep(0.3)  # the call is running on the server
+    assert future.running()
+    assert stoppable.stop(timeout=30) == 0
+    response = future.result()
+    assert "s" in response.outputs
+    assert time.monotonic() - started > 0.3
+    after = rpc_error(stub.Predict, predict_request({"x": np.ones(1, np.float32)}, name=TOY),
+                      timeout=5)
+    assert after.code() == grpc.StatusCode.UNAVAILABLE
+    assert any("Stopping: finishing calls in flight" in line for line in stoppable.log_lines())
+    channel.close()
+
+
+def test_server_exits_when_its_parent_dies(model_store, tmp_path: Path):
+    """The --parent_pid watchdog: a parent that dies takes the server with it."""
+    from helpers.server.process import free_port
+
+    port = free_port()
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'helpers.server', '--port={port}',"
+        f" '--model_base_path={model_store / TOY}', '--model_name={TOY}',"
+        " '--parent_pid=' + str(__import__('os').getpid())])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(1)\n"
+    )
+    parent = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60)
+    child = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.2)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def test_concurrent_clients_get_no_errors(server):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    errors: list[str] = []
+    results: list[np.ndarray] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for _ in range(40):
+                try:
+                    response = stub.Predict(predict_request(version=1), timeout=10)
+                    with lock:
+                        results.append(np.array(response.outputs["probabilities"].float_val))
+                except grpc.RpcError as exc:
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(results) == 320
+    assert all(np.array_equal(r, results[0]) for r in results)
