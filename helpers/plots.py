@@ -98,7 +98,7 @@ def plot_probabilities(images, probabilities, labels=None, *, title: str | None 
     plt = _plt()
     images, probabilities = np.asarray(images), np.asarray(probabilities)
     n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(6, 1.4 * n), squeeze=False,
+    fig, axes = plt.subplots(n, 2, figsize=(6, max(2.0, 1.4 * n)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 3]})
     for i in range(n):
         image_ax, bar_ax = axes[i]
@@ -167,10 +167,16 @@ def plot_latencies(samples_ms: dict, *, title: str = "Latency per call", ax=None
     rng = np.random.default_rng(0)
     for i, data in enumerate(values, start=1):
         ax.plot(i + rng.uniform(-0.15, 0.15, len(data)), data, ".", alpha=0.3, markersize=3)
-        ax.annotate(f"median {np.median(data):.2f} ms", (i, np.median(data)),
-                    xytext=(28, 0), textcoords="offset points", va="center", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("milliseconds (log scale)")
+        ax.annotate(f"median\n{np.median(data):.2f} ms", (i + 0.28, np.median(data)),
+                    va="center", fontsize=8)
+    everything = np.concatenate(values) if values else np.ones(1)
+    if everything.min() > 0 and everything.max() / everything.min() > 20:
+        ax.set_yscale("log")  # spreads over orders of magnitude: a log scale shows them all
+        ax.set_ylabel("milliseconds (log scale)")
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("milliseconds")
+    ax.set_xlim(0.5, len(names) + 0.8)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return ax

@@ -60,3 +60,49 @@ def test_a_drawing_must_be_two_dimensional():
 def test_classifying_an_empty_drawing_says_what_to_do():
     with pytest.raises(ValueError, match="draw a digit first"):
         drawpad.classify_drawing([], channel=None)
+
+
+# --------------------------------------------------------------------------------------
+# Through a live embedded server
+# --------------------------------------------------------------------------------------
+
+pytest_plugins = ["served_mnist"]
+
+
+def test_a_drawn_one_is_classified_as_one(served_channel):
+    label, probabilities = drawpad.classify_drawing(ONE, served_channel)
+    assert label == 1
+    assert probabilities.shape == (10,)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
+    assert probabilities[1] == probabilities.max()
+
+
+def test_a_drawn_image_array_works_too(served_channel):
+    image = drawpad.render_strokes(ONE)  # 70x70, not MNIST's size
+    label, _ = drawpad.classify_drawing(image, served_channel)
+    assert label == 1
+
+
+def test_the_panel_answers_strokes_drawn_from_code(served_channel):
+    pad = drawpad.DrawPad(served_channel)
+    assert pad.label is None
+    label, probabilities = pad.draw(ONE)
+    assert label == 1 and pad.label == 1
+    assert "The server says: 1" in pad.answer.value
+    assert pad.bars[1].value == pytest.approx(float(probabilities[1]))
+    assert pad.bars[1].bar_style == "success"
+    assert bytes(pad.preview.value).startswith(b"\x89PNG")
+    pad.clear()
+    assert pad.strokes == [] and pad.label is None and pad.bars[1].value == 0.0
+
+
+def test_the_panel_follows_the_mouse(served_channel):
+    pad = drawpad.DrawPad(served_channel)
+    pad._on_down(150, 40)
+    for y in range(60, 241, 20):
+        pad._on_move(150 - y / 60, y)
+    pad._on_up(146, 240)
+    assert len(pad.strokes) == 1 and len(pad.strokes[0]) == 11
+    assert pad.label == 1
+    pad._on_move(10, 10)  # pen up: moving draws nothing
+    assert len(pad.strokes[0]) == 11
