@@ -143,6 +143,16 @@ def test_dockerfile_installs_the_same_requirements():
     assert notebook == "grpc-serving-course"
 
 
+def test_build_context_leaves_out_the_virtualenv_and_models():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert {".venv", "models", ".git"} <= set(ignored)
+    copied = re.findall(r"^COPY (.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
+    for sources in copied:
+        for source in sources.split():
+            assert (ROOT / source).exists() and source not in ignored, source
+
+
 def json_kernel_name(path: Path) -> str:
     import json
 
