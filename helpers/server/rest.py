@@ -168,6 +168,7 @@ class RestApi:
         self.metrics = serving_metrics
 
     def handle(self, route: Route, body: bytes) -> str:
+        """Answer one request, in TF Serving's order of checks (JSON first, then the model)."""
         if route.kind == "status":
             # TF Serving's GetModelStatus looks at the version only; a label in the path is ignored.
             return status_json(self.manager.status(route.model_name, route.version, None))
