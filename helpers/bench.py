@@ -1,0 +1,384 @@
+"""Measure the embedded model server on this machine: `python -m helpers.bench`.
+
+One run, one model, every number the course quotes:
+
+- the in-process signature call (the floor a network call cannot beat);
+- one-image Predict over gRPC and over REST (p50/p99, reused channel and connection);
+- closed-loop throughput at concurrency 1, 4 and 16, without and with server-side batching;
+- a sustained run at a fixed request rate (default 300 req/s for 60 s), counting errors;
+- cold start: from process start to the first successful Predict.
+
+The load generator runs in this process with grpc.aio while the server runs in its own, so the
+two never share a GIL. Numbers depend on the machine and on whatever else runs on it: read them
+as this machine's numbers, not as constants.
+
+    python -m helpers.bench            # the full run (about two minutes)
+    python -m helpers.bench --quick    # a short smoke run (about twenty seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers import config
+
+#: The full run's defaults are the course's goals; --quick shortens everything.
+DEFAULTS = {"requests": 2000, "duration": 5.0, "rate": 300.0, "sustain": 60.0}
+QUICK = {"requests": 300, "duration": 2.0, "rate": 300.0, "sustain": 5.0}
+CONCURRENCY = (1, 4, 16)
+BATCHING_PARAMETERS = """\
+max_batch_size { value: 32 }
+batch_timeout_micros { value: 1000 }
+max_enqueued_batches { value: 1000 }
+num_batch_threads { value: 2 }
+"""
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    measurement: str
+    value: str
+    detail: str = ""
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+def percentiles(seconds: Sequence[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    ms = np.asarray(seconds) * 1000.0
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def time_calls(call: Callable[[], Any], count: int, warmup: int = 20) -> list[float]:
+    """Wall time of `count` sequential calls (after `warmup` untimed ones)."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def image_batch(count: int = 1) -> np.ndarray:
+    """MNIST-shaped inputs in [0, 1] (the values do not change the timing)."""
+    return np.random.default_rng(0).random((count, 28, 28, 1), dtype=np.float32)
+
+
+def predict_request(model_name: str, image: np.ndarray):
+    """A PredictRequest built from NumPy bytes (tensor_content), as a fast client builds it."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.inputs["image"].CopyFrom(
+        tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_FLOAT,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in image.shape]
+            ),
+            tensor_content=image.tobytes(),
+        )
+    )
+    return request
+
+
+# ------------------------------------------------------------------------------ measurements
+def measure_in_process(version_path: Path, count: int) -> Row:
+    """The SavedModel's signature called in this process: the floor for any served call."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_path)).signatures["serving_default"]
+    image = tf.constant(image_batch(1))
+    p50, p99 = percentiles(time_calls(lambda: signature(image=image), count))
+    return Row("in-process signature call", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms",
+               {"p50_ms": p50, "p99_ms": p99})
+
+
+def measure_grpc_latency(target: str, model_name: str, count: int) -> Row:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    request = predict_request(model_name, image_batch(1))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        times = time_calls(lambda: stub.Predict(request, timeout=10), count)
+    p50, p99 = percentiles(times)
+    return Row("gRPC Predict, one image", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms",
+               {"p50_ms": p50, "p99_ms": p99})
+
+
+def measure_rest_latency(rest_url: str, model_name: str, count: int) -> Row:
+    import requests
+
+    body = json.dumps({"instances": image_batch(1).tolist()})
+    url = f"{rest_url}/v1/models/{model_name}:predict"
+    with requests.Session() as session:
+
+        def call() -> None:
+            response = session.post(url, data=body, timeout=10)
+            response.raise_for_status()
+
+        times = time_calls(call, count)
+    p50, p99 = percentiles(times)
+    return Row("REST predict, one image", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms",
+               {"p50_ms": p50, "p99_ms": p99})
+
+
+async def _closed_loop(target: str, model_name: str, concurrency: int, seconds: float):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    request = predict_request(model_name, image_batch(1))
+    done = 0
+    errors = 0
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(10):  # warm the connection
+            await stub.Predict(request, timeout=10)
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                try:
+                    await stub.Predict(request, timeout=10)
+                    done += 1
+                    latencies.append(time.perf_counter() - started)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return done / elapsed, errors, latencies
+
+
+def measure_throughput(target: str, model_name: str, concurrency: int, seconds: float,
+                       label: str) -> Row:
+    rate, errors, latencies = asyncio.run(_closed_loop(target, model_name, concurrency, seconds))
+    p50, _ = percentiles(latencies) if latencies else (float("nan"), 0.0)
+    return Row(f"throughput, concurrency {concurrency:>2}, {label}", f"{rate:,.0f} req/s",
+               f"p50 {p50:.2f} ms, {errors} errors",
+               {"req_per_s": rate, "errors": errors, "p50_ms": p50, "concurrency": concurrency})
+
+
+async def _open_loop(target: str, model_name: str, rate: float, seconds: float):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    request = predict_request(model_name, image_batch(1))
+    latencies: list[float] = []
+    failures: list[str] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        await stub.Predict(request, timeout=10)
+
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                await stub.Predict(request, timeout=10)
+                latencies.append(time.perf_counter() - started)
+            except grpc.aio.AioRpcError as exc:
+                failures.append(f"{exc.code().name}: {exc.details()}")
+
+        tasks = []
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return total / elapsed, latencies, failures
+
+
+def measure_sustained(target: str, model_name: str, rate: float, seconds: float) -> Row:
+    achieved, latencies, failures = asyncio.run(_open_loop(target, model_name, rate, seconds))
+    p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
+    detail = f"{len(failures)} errors, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    if failures:
+        detail += f" (first: {failures[0]})"
+    return Row(f"sustained {rate:.0f} req/s for {seconds:.0f} s", f"{achieved:,.0f} req/s",
+               detail, {"req_per_s": achieved, "errors": len(failures), "p50_ms": p50,
+                        "p99_ms": p99})
+
+
+def measure_cold_start(base_path: Path, model_name: str, extra_flags: Sequence[str] = ()):
+    """Start a server and time process start -> first successful Predict. Returns (row, server)."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from helpers.server.process import start_server
+
+    started = time.perf_counter()
+    server = start_server(base_path, model_name, extra_flags=extra_flags, wait=False)
+    request = predict_request(model_name, image_batch(1))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        while True:
+            try:
+                stub.Predict(request, timeout=2)
+                break
+            except grpc.RpcError:
+                if not server.is_running():
+                    server.wait_until_available(model_name, timeout=1)  # raises with the log
+                if time.perf_counter() - started > 120:
+                    server.stop()
+                    raise TimeoutError(
+                        "the server did not answer a Predict within 120 s"
+                    ) from None
+                time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    return Row("cold start (process start -> first Predict)", f"{seconds:.2f} s",
+               numbers={"seconds": seconds}), server
+
+
+# ------------------------------------------------------------------------------ the run
+def run(base_path: Path, model_name: str, *, requests: int, duration: float, rate: float,
+        sustain: float, log: Callable[[str], None] = print) -> list[Row]:
+    """Run every measurement and return the rows (servers are started and stopped here)."""
+    rows: list[Row] = []
+    versions = sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit())
+    version_path = base_path / str(versions[-1])
+
+    log("cold start ...")
+    row, server = measure_cold_start(base_path, model_name)
+    rows.append(row)
+    try:
+        log("in-process floor ...")
+        rows.append(measure_in_process(version_path, requests))
+        log("gRPC latency ...")
+        rows.append(measure_grpc_latency(server.grpc_target, model_name, requests))
+        log("REST latency ...")
+        rows.append(measure_rest_latency(server.rest_url, model_name, requests))
+        for concurrency in CONCURRENCY:
+            log(f"throughput, concurrency {concurrency}, no batching ...")
+            rows.append(measure_throughput(server.grpc_target, model_name, concurrency,
+                                           duration, "no batching"))
+        log(f"sustained {rate:.0f} req/s for {sustain:.0f} s ...")
+        rows.append(measure_sustained(server.grpc_target, model_name, rate, sustain))
+    finally:
+        server.stop()
+
+    with tempfile.TemporaryDirectory() as folder:
+        params = Path(folder) / "batching.config"
+        params.write_text(BATCHING_PARAMETERS)
+        from helpers.server.process import start_server
+
+        batched = start_server(base_path, model_name, rest_port=0, extra_flags=[
+            "--enable_batching", f"--batching_parameters_file={params}"])
+        try:
+            for concurrency in CONCURRENCY:
+                log(f"throughput, concurrency {concurrency}, batching ...")
+                rows.append(measure_throughput(batched.grpc_target, model_name, concurrency,
+                                               duration, "batching"))
+        finally:
+            batched.stop()
+    return rows
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    """The course's goals, checked against this run's numbers."""
+    by_name = {r.measurement: r.numbers for r in rows}
+    grpc_p50 = by_name["gRPC Predict, one image"]["p50_ms"]
+    floor = by_name["in-process signature call"]["p50_ms"]
+    c4 = by_name["throughput, concurrency  4, no batching"]["req_per_s"]
+    c16 = by_name["throughput, concurrency 16, no batching"]["req_per_s"]
+    c16b = by_name["throughput, concurrency 16, batching"]["req_per_s"]
+    sustained = next(r.numbers for r in rows if r.measurement.startswith("sustained"))
+    cold = by_name["cold start (process start -> first Predict)"]["seconds"]
+
+    def mark(ok: bool) -> str:
+        return "[OK]  " if ok else "[MISS]"
+
+    return [
+        f"{mark(grpc_p50 <= 2.0)} gRPC one-image p50 {grpc_p50:.2f} ms <= 2 ms",
+        f"{mark(grpc_p50 - floor <= 1.0)} gRPC p50 within 1 ms of in-process "
+        f"({grpc_p50 - floor:+.2f} ms)",
+        f"{mark(c4 >= 1500)} {c4:,.0f} req/s at concurrency 4 >= 1,500",
+        f"{mark(c16b > c16)} batching at concurrency 16: {c16b:,.0f} vs {c16:,.0f} req/s",
+        f"{mark(sustained['errors'] == 0)} {sustained['errors']:.0f} errors in the sustained run",
+        f"{mark(cold <= 8.0)} cold start {cold:.2f} s <= 8 s",
+    ]
+
+
+def format_table(rows: list[Row]) -> str:
+    width = max(len(r.measurement) for r in rows)
+    value_width = max(len(r.value) for r in rows)
+    lines = [f"{'measurement':<{width}}  {'value':>{value_width}}  detail",
+             "-" * (width + value_width + 30)]
+    lines += [f"{r.measurement:<{width}}  {r.value:>{value_width}}  {r.detail}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.bench",
+        description="Measure the embedded server: latency, throughput, batching, cold start.",
+    )
+    parser.add_argument("--model-base-path", type=Path, default=None,
+                        help="folder of numeric versions (default: the course's models/mnist, "
+                             "trained quickly if missing)")
+    parser.add_argument("--model-name", default=config.MODEL_NAME)
+    parser.add_argument("--quick", action="store_true", help="short run for a smoke test")
+    parser.add_argument("--requests", type=int, help="sequential calls per latency measurement")
+    parser.add_argument("--duration", type=float, help="seconds per throughput measurement")
+    parser.add_argument("--rate", type=float, help="requests per second of the sustained run")
+    parser.add_argument("--sustain", type=float, help="seconds of the sustained run")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    args = parser.parse_args(argv)
+
+    settings = dict(QUICK if args.quick else DEFAULTS)
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if settings["requests"] < 1 or settings["duration"] <= 0 or settings["rate"] <= 0 \
+            or settings["sustain"] <= 0:
+        parser.error("--requests, --duration, --rate and --sustain must be positive")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    base_path = args.model_base_path
+    if base_path is None:
+        from helpers.export import ensure_model
+
+        base_path = ensure_model(args.model_name).parent
+    base_path = base_path.resolve()
+    if not base_path.is_dir() or not any(p.name.isdigit() for p in base_path.iterdir()):
+        parser.error(f"{base_path} holds no numeric version folder (e.g. {base_path}/1/)")
+
+    print(f"Benchmarking {args.model_name} from {base_path} on {os.cpu_count()} cores "
+          f"({'quick' if args.quick else 'full'} run) ...", flush=True)
+    rows = run(base_path, args.model_name, log=lambda m: print(f"  {m}", flush=True), **settings)
+    print()
+    print(format_table(rows))
+    print()
+    print("\n".join(verdicts(rows)))
+    print("\nOther programs running on this machine slow these numbers down; compare runs made "
+          "on a quiet machine.")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
