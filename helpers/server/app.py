@@ -280,9 +280,9 @@ def _process_alive(pid: int) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
-        except PermissionError:
+        except PermissionError:  # alive, owned by someone else
             return True
-        return os.getppid() != 1 or pid == 1
+        return True
     import ctypes  # Windows: ask for a handle and its exit code
 
     kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]

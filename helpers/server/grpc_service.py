@@ -50,6 +50,16 @@ def _record(model_name: str, api: str, code: grpc.StatusCode, seconds: float) ->
         log.exception("Recording metrics failed")
 
 
+def _record_examples(model_name: str, count: int) -> None:
+    """Count the tf.Examples of a Classify/Regress/MultiInference call, as TF Serving does."""
+    try:
+        from helpers.server import metrics
+
+        metrics.record_example_count(model_name, count)
+    except Exception:  # noqa: BLE001 - metrics must never fail a call
+        pass
+
+
 def _handle(api: str, model_name_of: Callable[[Any], str]):
     """Wrap a handler: map ServingError to a status, hide tracebacks, record metrics."""
 
@@ -140,6 +150,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.servable_for_spec(request.model_spec)
         result = servable.classify(request.model_spec.signature_name, request.input)
+        _record_examples(request.model_spec.name, len(result.classifications))
         response = classification_pb2.ClassificationResponse(result=result)
         _echo_spec(response.model_spec, request.model_spec, servable.version)
         return response
@@ -152,6 +163,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.servable_for_spec(request.model_spec)
         result = servable.regress(request.model_spec.signature_name, request.input)
+        _record_examples(request.model_spec.name, len(result.regressions))
         response = regression_pb2.RegressionResponse(result=result)
         _echo_spec(response.model_spec, request.model_spec, servable.version)
         return response
@@ -166,7 +178,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
             spec = model_pb2.ModelSpec()
         servable = self.manager.servable_for_spec(spec)
-        return servable.multi_inference(request)
+        response = servable.multi_inference(request)
+        kind = request.input.WhichOneof("kind")
+        examples = getattr(request.input, kind).examples if kind else ()
+        _record_examples(spec.name, len(examples))
+        return response
 
 
 def _echo_spec(target, spec, version: int) -> None:

@@ -103,6 +103,16 @@ def _error_code_of(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def _record_load(path: str, ok: bool, seconds: float) -> None:
+    """Count a SavedModel load attempt in the Prometheus metrics, as TensorFlow does."""
+    try:
+        from helpers.server import metrics
+
+        metrics.record_model_load(path, ok, seconds)
+    except Exception:  # noqa: BLE001 - metrics are optional and must never break a load
+        pass
+
+
 def _fingerprint(path: Path) -> tuple:
     """Names, sizes and modification times of every file under a version folder."""
     entries = []
@@ -350,8 +360,8 @@ class ModelManager:
         error: BaseException | None = None
         servable: Servable | None = None
         for attempt in range(retries + 1):
+            started = time.monotonic()
             try:
-                started = time.monotonic()
                 servable = Servable(name, version, str(path))
                 if self.options.enable_model_warmup:
                     servable.warm_up()
@@ -361,8 +371,10 @@ class ModelManager:
                     "Successfully loaded servable version %s in %.2f s",
                     sid, time.monotonic() - started,
                 )
+                _record_load(str(path), True, time.monotonic() - started)
                 break
             except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+                _record_load(str(path), False, time.monotonic() - started)
                 servable, error = None, exc
                 log.error("Loading servable: %s failed: %s", sid, first_line(str(exc)))
                 if attempt < retries:

@@ -20,7 +20,6 @@ from serving_suite import (
     TOY,
     build_toy_model,
     model_config_text,
-    rest_available,
     write,
 )
 
@@ -63,10 +62,11 @@ def server(model_store: Path, tmp_path_factory) -> Iterator[object]:
         "--allow_version_labels_for_unavailable_models",
         "--enable_grpc_healthcheck_service",
     ]
-    rest_port = free_port() if rest_available() else 0
-    handle = start_server(
-        extra_flags=flags, grpc_port=free_port(), rest_port=rest_port, timeout=120
-    )
+    grpc_port = free_port()
+    rest_port = free_port()
+    while rest_port == grpc_port:
+        rest_port = free_port()
+    handle = start_server(extra_flags=flags, grpc_port=grpc_port, rest_port=rest_port, timeout=120)
     handle.wait_until_available(TOY, timeout=60)
     handle.wait_until_available(MNIST, version=1, timeout=60)
     yield handle

@@ -34,11 +34,6 @@ def own_server_only() -> None:
         pytest.skip(EXTERNAL_REASON)
 
 
-def rest_available() -> bool:
-    """True once helpers.server.rest exists (the REST API module)."""
-    return (Path(__file__).resolve().parents[2] / "helpers" / "server" / "rest.py").exists()
-
-
 def build_toy_model(path: Path) -> Path:
     """A TF1 SavedModel with predict, classify, regress and slow signatures (tiny, exact math).
 
