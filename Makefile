@@ -54,4 +54,5 @@ bench: $(STAMP)
 	$(BIN)/python -m helpers.bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache models build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	find models -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
