@@ -361,8 +361,13 @@ def wait_until_available(
                     f"Version {version} of model {model_name!r} failed to load: "
                     f"{failed[0].error_code}: {failed[0].error_message}"
                 )
-            last_answer = ", ".join(f"version {r.version} {r.state}" for r in rows) or "no versions"
+            last_answer = ", ".join(_describe_version(row) for row in rows) or "no versions"
         time.sleep(min(poll_interval, max(deadline - time.monotonic(), 0)))
+
+
+def _describe_version(row: VersionStatus) -> str:
+    text = f"version {row.version} {row.state}"
+    return f"{text} ({row.error_message})" if row.error_message else text
 
 
 @dataclass(frozen=True)
