@@ -110,8 +110,7 @@ def plot_probabilities(images, probabilities, labels=None, *, title: str | None 
         colors[predicted] = "tab:red" if wrong else "tab:blue"
         bar_ax.bar(range(probabilities.shape[1]), probabilities[i], color=colors)
         if labels is not None:
-            bar_ax.plot(int(labels[i]), 1.02, "v", color="black", markersize=6,
-                        label="true digit" if i == 0 else None)
+            bar_ax.plot(int(labels[i]), 1.02, "v", color="black", markersize=6)
         bar_ax.set_ylim(0, 1.1)
         bar_ax.set_xticks(range(probabilities.shape[1]))
         bar_ax.set_yticks([0, 0.5, 1])
@@ -121,9 +120,10 @@ def plot_probabilities(images, probabilities, labels=None, *, title: str | None 
             caption += f", true {int(labels[i])}"
         bar_ax.set_title(caption, fontsize=9, color="tab:red" if wrong else "black")
     if labels is not None:
-        axes[0, 1].legend(loc="upper left", fontsize=8, frameon=False)
+        note = "\u25bc marks the true digit"
+        title = f"{title} ({note})" if title else note
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
