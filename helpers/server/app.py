@@ -100,6 +100,8 @@ class ModelServer:
         from helpers.server.tls import TLSConfigError, server_credentials
 
         flags = self.flags
+        if flags.parent_pid:  # watch from the start: a parent can die while models load
+            threading.Thread(target=self._watch_parent, name="parent-watch", daemon=True).start()
         try:
             extra = channel_arguments(flags.grpc_channel_arguments)
         except FlagError as exc:
@@ -183,8 +185,6 @@ class ModelServer:
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
         if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
             threading.Thread(target=self._poll_config_file, name="config-poll", daemon=True).start()
-        if flags.parent_pid:
-            threading.Thread(target=self._watch_parent, name="parent-watch", daemon=True).start()
 
     def _start_rest(self) -> None:
         flags = self.flags
@@ -282,7 +282,11 @@ def _process_alive(pid: int) -> bool:
             return False
         except PermissionError:  # alive, owned by someone else
             return True
-        return True
+        try:  # Linux: an exited parent not yet reaped is a zombie, not alive
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+        except OSError:
+            return True
     import ctypes  # Windows: ask for a handle and its exit code
 
     kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]

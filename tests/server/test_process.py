@@ -187,7 +187,8 @@ def test_server_exits_when_its_parent_dies(model_store, tmp_path: Path):
         "import subprocess, sys, time\n"
         f"p = subprocess.Popen([sys.executable, '-m', 'helpers.server', '--port={port}',"
         f" '--model_base_path={model_store / TOY}', '--model_name={TOY}',"
-        " '--parent_pid=' + str(__import__('os').getpid())])\n"
+        " '--parent_pid=' + str(__import__('os').getpid())],"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(p.pid, flush=True)\n"
         "time.sleep(1)\n"
     )
