@@ -98,8 +98,9 @@ def plot_probabilities(images, probabilities, labels=None, *, title: str | None 
     plt = _plt()
     images, probabilities = np.asarray(images), np.asarray(probabilities)
     n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(6, max(2.0, 1.4 * n)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 3]})
+    fig, axes = plt.subplots(
+        n, 2, figsize=(6, max(2.0, 1.4 * n)), squeeze=False, gridspec_kw={"width_ratios": [1, 3]}
+    )
     for i in range(n):
         image_ax, bar_ax = axes[i]
         image_ax.imshow(images[i].reshape(28, 28), cmap="gray_r")
@@ -142,8 +143,13 @@ def plot_confidence_histogram(probabilities, labels, *, bins: int = 20, ax=None)
         _, ax = plt.subplots(figsize=(6, 3))
     edges = np.linspace(0, 1, bins + 1)
     ax.hist(confidence[correct], bins=edges, alpha=0.7, label=f"right ({correct.sum()})")
-    ax.hist(confidence[~correct], bins=edges, alpha=0.8, color="tab:red",
-            label=f"wrong ({(~correct).sum()})")
+    ax.hist(
+        confidence[~correct],
+        bins=edges,
+        alpha=0.8,
+        color="tab:red",
+        label=f"wrong ({(~correct).sum()})",
+    )
     ax.set_yscale("log")
     ax.set_xlabel("confidence (highest probability)")
     ax.set_ylabel("images (log scale)")
@@ -167,8 +173,12 @@ def plot_latencies(samples_ms: dict, *, title: str = "Latency per call", ax=None
     rng = np.random.default_rng(0)
     for i, data in enumerate(values, start=1):
         ax.plot(i + rng.uniform(-0.15, 0.15, len(data)), data, ".", alpha=0.3, markersize=3)
-        ax.annotate(f"median\n{np.median(data):.2f} ms", (i + 0.28, np.median(data)),
-                    va="center", fontsize=8)
+        ax.annotate(
+            f"median\n{np.median(data):.2f} ms",
+            (i + 0.28, np.median(data)),
+            va="center",
+            fontsize=8,
+        )
     everything = np.concatenate(values) if values else np.ones(1)
     if everything.min() > 0 and everything.max() / everything.min() > 20:
         ax.set_yscale("log")  # spreads over orders of magnitude: a log scale shows them all
@@ -189,8 +199,13 @@ def plot_version_timeline(events, *, ax=None, title: str = "Model versions over 
     colour changes with its state (LOADING, AVAILABLE, UNLOADING, END).
     """
     plt = _plt()
-    colors = {"START": "#dddddd", "LOADING": "tab:orange", "AVAILABLE": "tab:green",
-              "UNLOADING": "tab:purple", "END": "#999999"}
+    colors = {
+        "START": "#dddddd",
+        "LOADING": "tab:orange",
+        "AVAILABLE": "tab:green",
+        "UNLOADING": "tab:purple",
+        "END": "#999999",
+    }
     events = sorted(events)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 1 + 0.5 * len({v for _, v, _ in events})))
@@ -199,12 +214,25 @@ def plot_version_timeline(events, *, ax=None, title: str = "Model versions over 
     for lane, version in enumerate(versions):
         mine = [(t, s) for t, v, s in events if v == version]
         for (start, state), (stop, _) in zip(mine, [*mine[1:], (end_time, None)], strict=True):
-            ax.barh(lane, stop - start, left=start, color=colors.get(state, "black"),
-                    edgecolor="white", height=0.6)
+            ax.barh(
+                lane,
+                stop - start,
+                left=start,
+                color=colors.get(state, "black"),
+                edgecolor="white",
+                height=0.6,
+            )
     ax.set_yticks(range(len(versions)), [f"version {v}" for v in versions])
     ax.set_xlabel("seconds")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    ax.legend(handles, list(colors), ncol=len(colors), fontsize=8, loc="upper center",
-              bbox_to_anchor=(0.5, -0.35), frameon=False)
+    ax.legend(
+        handles,
+        list(colors),
+        ncol=len(colors),
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35),
+        frameon=False,
+    )
     ax.set_title(title)
     return ax

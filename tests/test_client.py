@@ -251,8 +251,8 @@ def test_build_model_config_text_is_what_tf_serving_reads():
         "mnist", "/models/mnist", versions=[1, 2], labels={"stable": 1, "canary": 2}
     )
     text = client.model_config_text(server_config)
-    assert "base_path: \"/models/mnist\"" in text
-    assert "model_platform: \"tensorflow\"" in text
+    assert 'base_path: "/models/mnist"' in text
+    assert 'model_platform: "tensorflow"' in text
     assert "versions: 1" in text and "versions: 2" in text
     assert 'key: "stable"' in text and "value: 1" in text
     latest = client.build_model_config("mnist", "/m")
@@ -278,6 +278,7 @@ def unused_port() -> int:
 # --------------------------------------------------------------------------------------
 # Against a live embedded server
 # --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def test_digits():
@@ -344,8 +345,12 @@ def test_predict_by_version_and_label_errors_come_from_the_server(served_channel
     by_version = client.predict(served_channel, raw[:2], version=1)
     assert by_version.shape == (2, 10)
     with pytest.raises(grpc.RpcError) as caught:
-        client.predict(served_channel, raw[:2], signature=client.get_signature(served_channel),
-                       label="production")
+        client.predict(
+            served_channel,
+            raw[:2],
+            signature=client.get_signature(served_channel),
+            label="production",
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == "Unrecognized servable version label: production"
     assert client.describe_rpc_error(caught.value) == (

@@ -47,9 +47,7 @@ def rest_version_states(rest_url: str, model_name: str, *, timeout: float = 5.0)
     response = requests.get(f"{rest_url}/v1/models/{model_name}", timeout=timeout)
     if response.status_code != 200:
         raise RuntimeError(f"HTTP {response.status_code}: {response.json().get('error')}")
-    return {
-        int(row["version"]): row["state"] for row in response.json()["model_version_status"]
-    }
+    return {int(row["version"]): row["state"] for row in response.json()["model_version_status"]}
 
 
 def wait_until_unloaded(
