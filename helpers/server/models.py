@@ -310,25 +310,29 @@ class ModelManager:
             return {}
         model.warned_empty = False
         loaded = self._available.get(model.name, {})
-        ready: dict[int, Path] = {}
-        pending: dict[int, tuple] = {}
-        for version, path in found.items():
-            if version in loaded or version in model.failed:
-                ready[version] = path
-            elif any((path / f).is_file() for f in SAVED_MODEL_FILES):
-                pending[version] = _fingerprint(path)
-        if pending:
-            # A folder still being copied changes between two looks: leave it for a later poll.
+        known = set(loaded) | model.failed
+        candidates = {
+            v: p for v, p in found.items()
+            if v in known or any((p / f).is_file() for f in SAVED_MODEL_FILES)
+        }
+        # Only versions the policy would load next are checked for stability: a folder still
+        # being copied changes between two looks and is left for a later poll, and the policy
+        # then falls back to the versions that are complete.
+        while True:
+            new = sorted(v for v in self._aspired(model, candidates) if v not in known)
+            if not new:
+                return candidates
+            before = {v: _fingerprint(candidates[v]) for v in new}
             time.sleep(SETTLE_SECONDS)
-            for version, before in pending.items():
-                if _fingerprint(found[version]) == before:
-                    ready[version] = found[version]
-                else:
-                    log.info(
-                        "Version %d of servable %s is still being written; waiting",
-                        version, model.name,
-                    )
-        return ready
+            changing = [v for v in new if _fingerprint(candidates[v]) != before[v]]
+            if not changing:
+                return candidates
+            for version in changing:
+                log.info(
+                    "Version %d of servable %s is still being written; waiting",
+                    version, model.name,
+                )
+                del candidates[version]
 
     def _poll_model(self, model: _Model) -> None:
         ready = self._scan(model)

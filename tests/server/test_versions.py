@@ -165,6 +165,34 @@ def test_half_written_folder_is_never_served(live, model_store):
     assert _served_version(channel) == 5
 
 
+def test_folder_still_being_written_is_not_loaded(live, model_store):
+    _server, base, channel = live
+    target = base / "6"
+    shutil.copytree(model_store / MNIST / "1", target)
+    growing = target / "assets.extra" / "still-copying.bin"
+    growing.parent.mkdir()
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with growing.open("ab") as handle:
+            while not stop.is_set():
+                handle.write(b"x" * 64)
+                handle.flush()
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        time.sleep(2.5)  # more than two polls while the folder keeps changing
+        assert 6 not in _states(channel)
+        assert _served_version(channel) == 5
+    finally:
+        stop.set()
+        writer.join()
+    _wait_for(lambda: _states(channel).get(6, ("",))[0] == "AVAILABLE", what="version 6")
+    assert _served_version(channel) == 6
+
+
 def _reload(channel, text: str):
     from google.protobuf import text_format
     from tensorflow_serving.apis import model_management_pb2
@@ -204,11 +232,11 @@ def test_reload_config_labels_available_versions(live):
     _server, base, channel = live
     _reload(channel, _config(
         f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow' "
-        "model_version_policy { specific { versions: 3 versions: 5 } } "
-        "version_labels { key: 'stable' value: 5 }"))
+        "model_version_policy { specific { versions: 3 versions: 6 } } "
+        "version_labels { key: 'stable' value: 6 }"))
     _wait_for(lambda: _states(channel)[3][0] == "AVAILABLE", what="version 3 back")
     predict = _stubs(channel)[0].Predict
-    assert predict(predict_request(label="stable"), timeout=10).model_spec.version.value == 5
+    assert predict(predict_request(label="stable"), timeout=10).model_spec.version.value == 6
     assert predict(predict_request(version=3), timeout=10).model_spec.version.value == 3
 
 
