@@ -83,7 +83,10 @@ def usage() -> str:
     lines = ["usage: python -m helpers.server --flag=value ...", "", "Flags (TF Serving's names):"]
     defaults = Flags()
     for name, text in HELP.items():
-        lines.append(f"  --{name}={getattr(defaults, name)!s:<12} {text}")
+        default = getattr(defaults, name)
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        lines.append(f"  --{name}={shown}")
+        lines.append(f"      {text}")
     lines.append("Accepted and ignored: " + ", ".join(f"--{n}" for n in sorted(IGNORED)))
     return "\n".join(lines)
 
