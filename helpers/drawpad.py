@@ -9,6 +9,7 @@ corner is a different picture from everything the model was trained on.
 
 from __future__ import annotations
 
+import html
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -148,6 +149,20 @@ def classify_drawing(
     return int(np.argmax(probabilities)), probabilities
 
 
+def _explain(error: Exception) -> str:
+    """What the panel shows when asking failed: the cause, and what to do for the usual one."""
+    import grpc
+
+    if isinstance(error, grpc.RpcError):
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            return (
+                "the model server is not running (UNAVAILABLE). Start it again (the notebook's "
+                "server cell), then re-create this panel."
+            )
+        return html.escape(client.describe_rpc_error(error))
+    return html.escape(str(error))
+
+
 def _png(image: np.ndarray, zoom: int = 4) -> bytes:
     """Encode a grey image as PNG bytes (black ink on white), enlarged without blurring."""
     import matplotlib.image
@@ -252,8 +267,7 @@ class DrawPad:
             try:
                 self.ask()
             except Exception as error:  # a widget callback has nowhere else to report
-                message = client.describe_rpc_error(error) if hasattr(error, "code") else error
-                self.answer.value = f"<b style='color:#b00'>No answer: {message}</b>"
+                self.answer.value = f"<b style='color:#b00'>No answer: {_explain(error)}</b>"
 
     def draw(self, strokes: Sequence[Stroke]) -> tuple[int, np.ndarray]:
         """Add strokes as if drawn with the mouse, then ask the server."""

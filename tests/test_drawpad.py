@@ -106,3 +106,19 @@ def test_the_panel_follows_the_mouse(served_channel):
     assert pad.label == 1
     pad._on_move(10, 10)  # pen up: moving draws nothing
     assert len(pad.strokes[0]) == 11
+
+
+def test_the_panel_explains_a_server_that_went_away(served_channel):
+    import socket
+
+    from helpers import client
+
+    with socket.socket() as probe:  # a port nobody listens on: a stopped server
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    signature = client.get_signature(served_channel)
+    pad = drawpad.DrawPad(client.open_channel(f"localhost:{port}"), signature=signature)
+    pad._on_down(150, 40)
+    pad._on_up(146, 240)
+    assert "the model server is not running (UNAVAILABLE)" in pad.answer.value
+    assert pad.label is None
