@@ -39,12 +39,11 @@ DEFAULTS = {"requests": 2000, "duration": 5.0, "rate": 300.0, "sustain": 60.0}
 QUICK = {"requests": 300, "duration": 2.0, "rate": 300.0, "sustain": 5.0}
 CONCURRENCY = (1, 4, 16)
 BATCHING_PARAMETERS = """\
-max_batch_size { value: 32 }
+max_batch_size { value: 16 }
 batch_timeout_micros { value: 1000 }
 max_enqueued_batches { value: 1000 }
-num_batch_threads { value: 2 }
+num_batch_threads { value: 1 }
 """
-
 
 @dataclass
 class Row:

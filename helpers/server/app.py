@@ -159,6 +159,7 @@ class ModelServer:
                 flags.allow_version_labels_for_unavailable_models
             ),
             enable_model_warmup=flags.enable_model_warmup,
+            enable_signature_method_name_check=flags.enable_signature_method_name_check,
             on_load=self._attach_batcher if self.batcher is not None else None,
         )
         self.manager = ModelManager(manager_options, on_change=self._on_availability)

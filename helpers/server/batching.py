@@ -1,18 +1,17 @@
 """Server-side batching (--enable_batching): concurrent Predict calls share one Session run.
 
-Calls for the same servable, signature and outputs queue up; a batch thread takes the oldest
-batch when it is full, when its oldest call has waited `batch_timeout_micros`, or at once when
-the timeout is 0 and a thread is free (batches then form while all threads are busy), the way
-TF Serving's BatchingSession on a SharedBatchScheduler behaves. Inputs are concatenated on the
-0th dimension, padded up to the next `allowed_batch_sizes` entry, run once, and the outputs are
-split back, so every caller gets exactly what an unbatched run would have given it.
+Calls for the same servable, signature, outputs and input shapes are merged: a batch closes when
+it is full, or when its first call has waited `batch_timeout_micros` and one of the
+`num_batch_threads` slots is free (with a timeout of 0, batches form while every slot is busy),
+the way TF Serving's BatchingSession on a SharedBatchScheduler behaves. Inputs are concatenated
+on the 0th dimension, padded up to the next `allowed_batch_sizes` entry, run once, and the
+outputs are split back, so every caller gets exactly what an unbatched run would have given it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,43 +70,37 @@ class _Task:
 
 @dataclass
 class _Batch:
+    key: tuple
+    servable: Servable
+    fetches: list[str]
     tasks: list[_Task] = field(default_factory=list)
     size: int = 0
     opened: float = field(default_factory=time.monotonic)
-
-
-class _Queue:
-    """Batches waiting for one (servable, signature, fetches) combination."""
-
-    def __init__(self, key: tuple, servable: Servable, fetches: tuple[str, ...]) -> None:
-        self.key = key
-        self.servable = servable
-        self.fetches = list(fetches)
-        self.batches: deque[_Batch] = deque()
+    closed: bool = False
+    full: threading.Event = field(default_factory=threading.Event)
 
 
 class Batcher:
-    """One scheduler per server: a fixed pool of batch threads serving every queue."""
+    """Merges concurrent calls into batches; at most `num_batch_threads` batches run at once.
+
+    The first call of a batch leads it: it waits for company (until the batch is full or
+    `batch_timeout_micros` has passed), then for a free batch slot, and runs the batch in its
+    own thread. Calls arriving meanwhile join the open batch and just wait for their rows. The
+    batch stays open while the leader waits for a slot, so under load batches fill up by
+    themselves, as TF Serving's scheduler does when all batch threads are busy. Leading in the
+    caller's thread saves the hand-off to a batch thread that a small model would notice.
+    """
 
     def __init__(self, options: BatchingOptions) -> None:
         self.options = options
-        self._cond = threading.Condition()
-        self._queues: dict[tuple, _Queue] = {}
-        self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-            for i in range(options.num_batch_threads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(options.num_batch_threads)
+        self._open: dict[tuple, _Batch] = {}
+        self._waiting: dict[tuple, int] = {}
 
     def close(self) -> None:
-        """Stop the batch threads once the queues are empty."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        """Nothing to release: batches run in their callers' threads."""
 
-    # --------------------------------------------------------------------- request side
     def run(
         self,
         servable: Servable,
@@ -116,105 +109,88 @@ class Batcher:
         fetches: Sequence[str],
     ) -> list[np.ndarray]:
         """Run `fetches` for `feeds` as part of a batch; blocks until this call's rows are back."""
+        options = self.options
         size = _batch_size(feeds)
-        if size > self.options.max_batch_size:
+        if size > options.max_batch_size:
             raise invalid_argument(
                 f"Task size {size} is larger than maximum input batch size "
-                f"{self.options.max_batch_size}"
+                f"{options.max_batch_size}"
             )
-        key = (id(servable), signature_name, tuple(fetches), tuple(sorted(feeds)),
+        key = (id(servable), signature_name, tuple(fetches),
                tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())))
         task = _Task(feeds, size)
-        with self._cond:
-            queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = _Queue(key, servable, tuple(fetches))
-            tail = queue.batches[-1] if queue.batches else None
-            if tail is None or tail.size + size > self.options.max_batch_size:
-                if len(queue.batches) >= self.options.max_enqueued_batches:
+        with self._lock:
+            batch = self._open.get(key)
+            if batch is not None and batch.size + size <= options.max_batch_size:
+                batch.tasks.append(task)
+                batch.size += size
+                if batch.size >= options.max_batch_size:
+                    self._close(batch)
+                leader = False
+            else:
+                if batch is not None:  # no room: that batch is complete, start the next one
+                    self._close(batch)
+                if self._waiting.get(key, 0) >= options.max_enqueued_batches:
                     raise ServingError(
                         grpc.StatusCode.UNAVAILABLE,
                         "The batch scheduling queue to which this task was submitted is full",
                     )
-                tail = _Batch()
-                queue.batches.append(tail)
-            tail.tasks.append(task)
-            tail.size += size
-            self._cond.notify()
-        task.done.wait()
+                batch = _Batch(key, servable, list(fetches), [task], size)
+                self._open[key] = batch
+                self._waiting[key] = self._waiting.get(key, 0) + 1
+                leader = True
+        if leader:
+            self._lead(batch)
+        else:
+            task.done.wait()
         if task.error is not None:
             raise task.error
         assert task.result is not None
         return task.result
 
-    # --------------------------------------------------------------------- batch threads
-    def _next_batch(self) -> tuple[_Queue, _Batch] | None:
-        """The oldest batch that may run now, or None (caller waits). Holds the condition."""
+    def _close(self, batch: _Batch) -> None:
+        """No more calls join `batch` (holds the lock)."""
+        if not batch.closed:
+            batch.closed = True
+            if self._open.get(batch.key) is batch:
+                del self._open[batch.key]
+            batch.full.set()
+
+    def _lead(self, batch: _Batch) -> None:
         timeout = self.options.batch_timeout_micros / 1e6
-        now = time.monotonic()
-        best: tuple[_Queue, _Batch] | None = None
-        for queue in self._queues.values():
-            if not queue.batches:
-                continue
-            head = queue.batches[0]
-            ready = (
-                head.size >= self.options.max_batch_size
-                or len(queue.batches) > 1
-                or now - head.opened >= timeout
-                or self._closed
-            )
-            if ready and (best is None or head.opened < best[1].opened):
-                best = (queue, head)
-        if best is not None:
-            best[0].batches.popleft()
-            if not best[0].batches:  # forget idle queues: they pin unloaded versions
-                del self._queues[best[0].key]
-        return best
+        if timeout > 0 and batch.size < self.options.max_batch_size:
+            batch.full.wait(timeout)
+        self._slots.acquire()
+        try:
+            with self._lock:
+                self._close(batch)
+                self._waiting[batch.key] -= 1
+                if not self._waiting[batch.key]:
+                    del self._waiting[batch.key]
+            self._process(batch)
+        finally:
+            self._slots.release()
 
-    def _wait_time(self) -> float | None:
-        timeout = self.options.batch_timeout_micros / 1e6
-        heads = [q.batches[0].opened for q in self._queues.values() if q.batches]
-        if not heads:
-            return None
-        return max(0.0, min(heads) + timeout - time.monotonic())
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                picked = self._next_batch()
-                while picked is None:
-                    if self._closed:
-                        return
-                    self._cond.wait(self._wait_time())
-                    picked = self._next_batch()
-            queue, batch = picked
-            self._process(queue, batch)
-
-    def _process(self, queue: _Queue, batch: _Batch) -> None:
+    def _process(self, batch: _Batch) -> None:
         tasks = batch.tasks
         try:
+            padded = self._padded_size(batch.size)
             if len(tasks) == 1:
                 feeds = dict(tasks[0].feeds)
-                padded = self._padded_size(batch.size)
-                if padded != batch.size:
-                    feeds = {k: _pad(v, padded) for k, v in feeds.items()}
             else:
-                padded = self._padded_size(batch.size)
-                feeds = {
-                    name: _pad(np.concatenate([t.feeds[name] for t in tasks]), padded)
-                    for name in tasks[0].feeds
-                }
-            outputs = queue.servable.session_run(feeds, queue.fetches)
+                feeds = {name: np.concatenate([t.feeds[name] for t in tasks])
+                         for name in tasks[0].feeds}
+            if padded != batch.size:
+                feeds = {name: _pad(value, padded) for name, value in feeds.items()}
+            outputs = batch.servable.session_run(feeds, batch.fetches)
             start = 0
             for task in tasks:
-                task.result = [
-                    _rows(out, start, task.size, padded) for out in outputs
-                ]
+                task.result = [_rows(out, start, task.size, padded) for out in outputs]
                 start += task.size
         except BaseException as exc:  # noqa: BLE001 - every caller gets the batch's error
             for task in tasks:
                 task.error = exc
-        for task in tasks:
+        for task in tasks[1:]:
             task.done.set()
 
     def _padded_size(self, size: int) -> int:

@@ -71,6 +71,7 @@ HELP = {
     "load_retry_interval_micros": "wait between load retries, in microseconds",
     "allow_version_labels_for_unavailable_models": "let labels name versions not yet loaded",
     "enable_model_warmup": "run each new version once before it takes traffic",
+    "enable_signature_method_name_check": "Classify/Regress only on classify/regress signatures",
     "grpc_channel_arguments": "comma-separated key=value gRPC server arguments",
     "host": "interface to listen on (127.0.0.1; 0.0.0.0 inside containers)",
     "parent_pid": "exit when the process with this id ends",

@@ -57,6 +57,7 @@ class ManagerOptions:
     load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
     enable_model_warmup: bool = True
+    enable_signature_method_name_check: bool = False
     #: Called with the loaded Servable before it takes traffic (batching hooks in here).
     on_load: Callable[[Servable], None] | None = None
 
@@ -366,7 +367,10 @@ class ModelManager:
         for attempt in range(retries + 1):
             started = time.monotonic()
             try:
-                servable = Servable(name, version, str(path))
+                servable = Servable(
+                    name, version, str(path),
+                    method_check=self.options.enable_signature_method_name_check,
+                )
                 if self.options.enable_model_warmup:
                     servable.warm_up()
                 if self.options.on_load is not None:

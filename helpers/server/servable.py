@@ -58,8 +58,11 @@ def _join(keys: Iterable[str]) -> str:
 class Servable:
     """A loaded version: `.name`, `.version`, `.signature_defs`, and `run`/`classify`/`regress`."""
 
-    def __init__(self, name: str, version: int, path: str) -> None:
+    def __init__(self, name: str, version: int, path: str, *, method_check: bool = False) -> None:
         self.name = name
+        #: --enable_signature_method_name_check (off by default in TF Serving, so TF2 models
+        #: whose signatures all say "predict" can still be used by Classify and Regress).
+        self.method_check = method_check
         self.version = version
         self.path = path
         self._graph = tf.Graph()
@@ -130,7 +133,9 @@ class Servable:
         inputs: Mapping[str, np.ndarray | tensor_pb2.TensorProto],
         output_filter: Sequence[str],
     ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-        if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+        if self.method_check and signature.method_name not in (
+            PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD
+        ):
             raise ServingError(
                 grpc.StatusCode.INTERNAL,
                 "Expected prediction signature method_name to be one of "
@@ -195,7 +200,7 @@ class Servable:
         signature = self.signature_defs.get(key)
         if signature is None:
             raise invalid_argument(f"No signature was found with the name: {key}")
-        if signature.method_name != method:
+        if self.method_check and signature.method_name != method:
             raise invalid_argument(
                 f"Expected {kind} signature method_name to be {method}. "
                 f"Was: {signature.method_name}"
@@ -207,7 +212,7 @@ class Servable:
     ) -> classification_pb2.ClassificationResult:
         """Classify tf.Examples with a `tensorflow/serving/classify` signature (classifier.cc)."""
         signature = self._method_signature(signature_name, CLASSIFY_METHOD, "classification")
-        input_name, output_names = _classify_tensors(signature)
+        input_name, output_names = _classify_tensors(signature, self.method_check)
         examples = serialized_examples(request_input)
         outputs = self.session_run({input_name: examples}, output_names)
         return _classification_result(signature, len(examples), output_names, outputs)
@@ -217,7 +222,7 @@ class Servable:
     ) -> regression_pb2.RegressionResult:
         """Regress tf.Examples with a `tensorflow/serving/regress` signature (regressor.cc)."""
         signature = self._method_signature(signature_name, REGRESS_METHOD, "regression")
-        input_name, output_names = _regress_tensors(signature)
+        input_name, output_names = _regress_tensors(signature, self.method_check)
         examples = serialized_examples(request_input)
         outputs = self.session_run({input_name: examples}, output_names)
         return _regression_result(signature, len(examples), output_names, outputs)
@@ -247,9 +252,9 @@ class Servable:
             if signature is None:
                 raise invalid_argument(f"Requested signature not found in model graph: {key}")
             if task.method_name == CLASSIFY_METHOD:
-                name, outs = _classify_tensors(signature)
+                name, outs = _classify_tensors(signature, self.method_check)
             elif task.method_name == REGRESS_METHOD:
-                name, outs = _regress_tensors(signature)
+                name, outs = _regress_tensors(signature, self.method_check)
             else:
                 raise ServingError(
                     grpc.StatusCode.UNIMPLEMENTED,
@@ -343,8 +348,11 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
     return array
 
 
-def _classify_tensors(signature: meta_graph_pb2.SignatureDef) -> tuple[str, list[str]]:
-    if signature.method_name != CLASSIFY_METHOD:
+def _classify_tensors(
+    signature: meta_graph_pb2.SignatureDef, method_check: bool
+) -> tuple[str, list[str]]:
+    """Input and output tensor names of a classification signature (PreProcessClassification)."""
+    if method_check and signature.method_name != CLASSIFY_METHOD:
         raise invalid_argument(
             f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
             f"Was: {signature.method_name}"
@@ -366,8 +374,11 @@ def _classify_tensors(signature: meta_graph_pb2.SignatureDef) -> tuple[str, list
     return signature.inputs["inputs"].name, names
 
 
-def _regress_tensors(signature: meta_graph_pb2.SignatureDef) -> tuple[str, list[str]]:
-    if signature.method_name != REGRESS_METHOD:
+def _regress_tensors(
+    signature: meta_graph_pb2.SignatureDef, method_check: bool
+) -> tuple[str, list[str]]:
+    """Input and output tensor names of a regression signature (PreProcessRegression)."""
+    if method_check and signature.method_name != REGRESS_METHOD:
         raise invalid_argument(
             f"Expected regression signature method_name to be {REGRESS_METHOD}. "
             f"Was: {signature.method_name}"

@@ -156,3 +156,27 @@ def test_bench_refuses_nonsense_settings(capsys):
     with pytest.raises(SystemExit):
         main(["--rate=0"])
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_method_name_check_when_enabled(model_store):
+    """--enable_signature_method_name_check=true: TF Serving's method-name errors."""
+    from tensorflow_serving.apis import input_pb2
+
+    from helpers.server.servable import Servable
+
+    servable = Servable("toy", 1, str(model_store / "toy" / "1"), method_check=True)
+    request_input = input_pb2.Input()
+    request_input.example_list.examples.add()
+    with pytest.raises(ServingError) as caught:
+        servable.regress("classify", request_input)
+    assert caught.value.message == (
+        "Expected regression signature method_name to be tensorflow/serving/regress. "
+        "Was: tensorflow/serving/classify"
+    )
+    with pytest.raises(ServingError) as caught:
+        servable.classify("", request_input)
+    assert caught.value.message == (
+        "Expected classification signature method_name to be tensorflow/serving/classify. "
+        "Was: tensorflow/serving/predict"
+    )
+    assert servable.regress("regress", request_input).regressions[0].value == 1.0
