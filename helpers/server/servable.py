@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -288,11 +290,17 @@ class Servable:
 
     # ----------------------------------------------------------------------------- warm-up
     def warm_up(self) -> None:
-        """Run each predict signature once with zeros so the first real call is not slow.
+        """Make the first real call fast: replay the SavedModel's warm-up requests, if any.
 
-        TF Serving replays `assets.extra/tf_serving_warmup_requests`; models exported by the
-        course have none, so a synthetic batch of one (shape -1 -> 1) does the same job.
+        Like TF Serving, `assets.extra/tf_serving_warmup_requests` (a TFRecord file of
+        PredictionLog) is replayed and a failing record fails the load. Without that file, each
+        predict signature runs once on zeros (shape -1 -> 1), which does the same job for the
+        course's models; a signature that cannot be fed that way is skipped with a log line.
         """
+        warmup_file = Path(self.path) / "assets.extra" / "tf_serving_warmup_requests"
+        if warmup_file.is_file():
+            self._replay_warmup(warmup_file)
+            return
         for key, signature in sorted(self.signature_defs.items()):
             if signature.method_name != PREDICT_METHOD:
                 continue
@@ -319,6 +327,38 @@ class Servable:
                     "{name: %s version: %d}: %s",
                     key, self.name, self.version, exc.message,
                 )
+
+    def _replay_warmup(self, warmup_file: Path) -> None:
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        started = time.monotonic()
+        log.info("Starting to read warmup data for model at %s", warmup_file)
+        count = 0
+        for record in tf.data.TFRecordDataset(str(warmup_file)).as_numpy_iterator():
+            entry = prediction_log_pb2.PredictionLog.FromString(record)
+            kind = entry.WhichOneof("log_type")
+            if kind == "predict_log":
+                request = entry.predict_log.request
+                self.run(request.model_spec.signature_name, request.inputs,
+                         list(request.output_filter))
+            elif kind == "classify_log":
+                request = entry.classify_log.request
+                self.classify(request.model_spec.signature_name, request.input)
+            elif kind == "regress_log":
+                request = entry.regress_log.request
+                self.regress(request.model_spec.signature_name, request.input)
+            elif kind == "multi_inference_log":
+                self.multi_inference(entry.multi_inference_log.request)
+            else:
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}"
+                )
+            count += 1
+        log.info(
+            "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+            "Elapsed time (microseconds): %d.",
+            warmup_file, count, (time.monotonic() - started) * 1e6,
+        )
 
     def close(self) -> None:
         """Release the session (the version is being unloaded)."""

@@ -180,3 +180,36 @@ def test_method_name_check_when_enabled(model_store):
         "Was: tensorflow/serving/predict"
     )
     assert servable.regress("regress", request_input).regressions[0].value == 1.0
+
+
+def _warmup_file(folder, request) -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    entry = prediction_log_pb2.PredictionLog()
+    entry.predict_log.request.CopyFrom(request)
+    (folder / "assets.extra").mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(folder / "assets.extra" / "tf_serving_warmup_requests")) as w:
+        w.write(entry.SerializeToString())
+
+
+def test_warmup_requests_file_is_replayed_and_a_bad_one_fails(model_store, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from serving_suite import predict_request
+
+    from helpers.server.servable import Servable
+
+    good = tmp_path / "good"
+    shutil.copytree(model_store / "toy" / "1", good)
+    _warmup_file(good, predict_request({"x": np.ones(2, np.float32)}, name="toy"))
+    with caplog.at_level(logging.INFO, logger="helpers.server"):
+        Servable("toy", 1, str(good)).warm_up()
+    assert "Number of warmup records read: 1." in caplog.text
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_store / "toy" / "1", bad)
+    _warmup_file(bad, predict_request({"x": np.ones(2, np.float64)}, name="toy"))
+    with pytest.raises(ServingError, match="Expects arg\\[0\\] to be float but double"):
+        Servable("toy", 1, str(bad)).warm_up()
