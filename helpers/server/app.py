@@ -112,12 +112,13 @@ class ModelServer:
             has_size = params is not None and params.HasField("max_batch_size")
             batch_size = params.max_batch_size.value if has_size else 1000
         workers = max(32, min(256, 2 * batch_size))
-        options = [
+        defaults = [
             ("grpc.so_reuseport", 0),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            *extra,
         ]
+        overridden = {key for key, _ in extra}  # --grpc_channel_arguments win, as in TF Serving
+        options = [(k, v) for k, v in defaults if k not in overridden] + extra
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
         address = f"{flags.host}:{flags.port}"
         try:

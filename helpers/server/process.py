@@ -212,7 +212,8 @@ class ServerProcess:
         return list(self._lines)
 
     def _tail(self, count: int = 15) -> str:
-        self._reader.join(timeout=0.5) if not self.is_running() else None
+        if not self.is_running():
+            self._reader.join(timeout=0.5)  # let the reader drain what the process wrote last
         return "\n".join(self.log_lines()[-count:]) or "(no output)"
 
     # ---------------------------------------------------------------- waiting
