@@ -240,3 +240,24 @@ def test_concurrent_clients_get_no_errors(server):
     assert errors == []
     assert len(results) == 320
     assert all(np.array_equal(r, results[0]) for r in results)
+
+
+def test_config_file_is_polled_for_changes(model_store, tmp_path):
+    """--model_config_file_poll_wait_seconds: an edited config file is applied by itself."""
+    from helpers.server.process import free_port, start_server, wait_for_model
+
+    def entry(name: str) -> str:
+        return (f"config {{ name: '{name}' base_path: '{model_store / name}' "
+                "model_platform: 'tensorflow' }")
+
+    config = write(tmp_path / "models.config", f"model_config_list {{ {entry(TOY)} }}")
+    server = start_server(
+        extra_flags=[f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"],
+        model_name=TOY, grpc_port=free_port(), rest_port=0,
+    )
+    try:
+        config.write_text(f"model_config_list {{ {entry(TOY)} {entry(MNIST)} }}")
+        assert wait_for_model(server.grpc_target, MNIST, timeout=30) == 2
+        assert any("changed: reloading" in line for line in server.log_lines())
+    finally:
+        server.stop()
