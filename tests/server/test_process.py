@@ -86,6 +86,11 @@ def test_port_taken_is_refused(model_store):
 
     port = free_port()
     with socket.socket() as holder:
+        # The holder allows port sharing, as a gRPC server does by default: the embedded
+        # server must still refuse (it turns grpc.so_reuseport off), or two servers would
+        # silently split the traffic.
+        if hasattr(socket, "SO_REUSEPORT"):
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind(("127.0.0.1", port))
         holder.listen()
         started = time.monotonic()
