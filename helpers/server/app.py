@@ -23,6 +23,7 @@ from helpers.server.config_files import (
     read_model_server_config,
     read_monitoring_config,
     read_ssl_config,
+    single_model_config,
 )
 from helpers.server.flags import (
     FlagError,
@@ -63,8 +64,6 @@ def _read_configs(flags: Flags) -> dict[str, Any]:
     if flags.model_config_file:
         configs["models"] = read_model_server_config(flags.model_config_file)
     else:
-        from helpers.server.models import single_model_config
-
         log.info(
             "Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
             flags.model_name, flags.model_base_path,

@@ -115,3 +115,15 @@ def read_monitoring_config(path: str | os.PathLike[str]):
 def read_batching_parameters(path: str | os.PathLike[str]):
     """BatchingParameters (--batching_parameters_file)."""
     return parse_text_proto(path, config_protos().BatchingParameters())
+
+
+def single_model_config(name: str, base_path: str):
+    """The config --model_name/--model_base_path stand for (BuildSingleModelConfig)."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add()
+    entry.name = name
+    entry.base_path = base_path
+    entry.model_platform = "tensorflow"
+    return config

@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from helpers.server.config_files import single_model_config  # noqa: F401 - re-exported
 from helpers.server.errors import (
     ServingError,
     failed_precondition,
@@ -533,13 +534,3 @@ def _validate_config_list(configs: list[model_server_config_pb2.ModelConfig]) ->
             )
         if platform != "tensorflow":
             raise invalid_argument(f"Model {mc.name} requests unsupported platform {platform}")
-
-
-def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
-    """The config --model_name/--model_base_path stand for (BuildSingleModelConfig)."""
-    config = model_server_config_pb2.ModelServerConfig()
-    entry = config.model_config_list.config.add()
-    entry.name = name
-    entry.base_path = base_path
-    entry.model_platform = "tensorflow"
-    return config
