@@ -45,6 +45,7 @@ max_enqueued_batches { value: 1000 }
 num_batch_threads { value: 1 }
 """
 
+
 @dataclass
 class Row:
     """One line of the results table."""
@@ -105,8 +106,12 @@ def measure_in_process(version_path: Path, count: int) -> Row:
     signature = tf.saved_model.load(str(version_path)).signatures["serving_default"]
     image = tf.constant(image_batch(1))
     p50, p99 = percentiles(time_calls(lambda: signature(image=image), count))
-    return Row("in-process signature call", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms",
-               {"p50_ms": p50, "p99_ms": p99})
+    return Row(
+        "in-process signature call",
+        f"p50 {p50:.3f} ms",
+        f"p99 {p99:.3f} ms",
+        {"p50_ms": p50, "p99_ms": p99},
+    )
 
 
 def measure_grpc_latency(target: str, model_name: str, count: int) -> Row:
@@ -118,8 +123,12 @@ def measure_grpc_latency(target: str, model_name: str, count: int) -> Row:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         times = time_calls(lambda: stub.Predict(request, timeout=10), count)
     p50, p99 = percentiles(times)
-    return Row("gRPC Predict, one image", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms",
-               {"p50_ms": p50, "p99_ms": p99})
+    return Row(
+        "gRPC Predict, one image",
+        f"p50 {p50:.3f} ms",
+        f"p99 {p99:.3f} ms",
+        {"p50_ms": p50, "p99_ms": p99},
+    )
 
 
 def measure_rest_latency(rest_url: str, model_name: str, count: int) -> Row:
@@ -135,8 +144,12 @@ def measure_rest_latency(rest_url: str, model_name: str, count: int) -> Row:
 
         times = time_calls(call, count)
     p50, p99 = percentiles(times)
-    return Row("REST predict, one image", f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms",
-               {"p50_ms": p50, "p99_ms": p99})
+    return Row(
+        "REST predict, one image",
+        f"p50 {p50:.3f} ms",
+        f"p99 {p99:.3f} ms",
+        {"p50_ms": p50, "p99_ms": p99},
+    )
 
 
 async def _closed_loop(target: str, model_name: str, concurrency: int, seconds: float):
@@ -170,13 +183,17 @@ async def _closed_loop(target: str, model_name: str, concurrency: int, seconds: 
     return done / elapsed, errors, latencies
 
 
-def measure_throughput(target: str, model_name: str, concurrency: int, seconds: float,
-                       label: str) -> Row:
+def measure_throughput(
+    target: str, model_name: str, concurrency: int, seconds: float, label: str
+) -> Row:
     rate, errors, latencies = asyncio.run(_closed_loop(target, model_name, concurrency, seconds))
     p50, _ = percentiles(latencies) if latencies else (float("nan"), 0.0)
-    return Row(f"throughput, concurrency {concurrency:>2}, {label}", f"{rate:,.0f} req/s",
-               f"p50 {p50:.2f} ms, {errors} errors",
-               {"req_per_s": rate, "errors": errors, "p50_ms": p50, "concurrency": concurrency})
+    return Row(
+        f"throughput, concurrency {concurrency:>2}, {label}",
+        f"{rate:,.0f} req/s",
+        f"p50 {p50:.2f} ms, {errors} errors",
+        {"req_per_s": rate, "errors": errors, "p50_ms": p50, "concurrency": concurrency},
+    )
 
 
 async def _open_loop(target: str, model_name: str, rate: float, seconds: float):
@@ -217,9 +234,12 @@ def measure_sustained(target: str, model_name: str, rate: float, seconds: float)
     detail = f"{len(failures)} errors, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
     if failures:
         detail += f" (first: {failures[0]})"
-    return Row(f"sustained {rate:.0f} req/s for {seconds:.0f} s", f"{achieved:,.0f} req/s",
-               detail, {"req_per_s": achieved, "errors": len(failures), "p50_ms": p50,
-                        "p99_ms": p99})
+    return Row(
+        f"sustained {rate:.0f} req/s for {seconds:.0f} s",
+        f"{achieved:,.0f} req/s",
+        detail,
+        {"req_per_s": achieved, "errors": len(failures), "p50_ms": p50, "p99_ms": p99},
+    )
 
 
 def measure_cold_start(base_path: Path, model_name: str, extra_flags: Sequence[str] = ()):
@@ -243,18 +263,27 @@ def measure_cold_start(base_path: Path, model_name: str, extra_flags: Sequence[s
                     server.wait_until_available(model_name, timeout=1)  # raises with the log
                 if time.perf_counter() - started > 120:
                     server.stop()
-                    raise TimeoutError(
-                        "the server did not answer a Predict within 120 s"
-                    ) from None
+                    raise TimeoutError("the server did not answer a Predict within 120 s") from None
                 time.sleep(0.02)
     seconds = time.perf_counter() - started
-    return Row("cold start (process start -> first Predict)", f"{seconds:.2f} s",
-               numbers={"seconds": seconds}), server
+    return Row(
+        "cold start (process start -> first Predict)",
+        f"{seconds:.2f} s",
+        numbers={"seconds": seconds},
+    ), server
 
 
 # ------------------------------------------------------------------------------ the run
-def run(base_path: Path, model_name: str, *, requests: int, duration: float, rate: float,
-        sustain: float, log: Callable[[str], None] = print) -> list[Row]:
+def run(
+    base_path: Path,
+    model_name: str,
+    *,
+    requests: int,
+    duration: float,
+    rate: float,
+    sustain: float,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
     """Run every measurement and return the rows (servers are started and stopped here)."""
     rows: list[Row] = []
     versions = sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit())
@@ -272,8 +301,11 @@ def run(base_path: Path, model_name: str, *, requests: int, duration: float, rat
         rows.append(measure_rest_latency(server.rest_url, model_name, requests))
         for concurrency in CONCURRENCY:
             log(f"throughput, concurrency {concurrency}, no batching ...")
-            rows.append(measure_throughput(server.grpc_target, model_name, concurrency,
-                                           duration, "no batching"))
+            rows.append(
+                measure_throughput(
+                    server.grpc_target, model_name, concurrency, duration, "no batching"
+                )
+            )
         log(f"sustained {rate:.0f} req/s for {sustain:.0f} s ...")
         rows.append(measure_sustained(server.grpc_target, model_name, rate, sustain))
     finally:
@@ -284,13 +316,20 @@ def run(base_path: Path, model_name: str, *, requests: int, duration: float, rat
         params.write_text(BATCHING_PARAMETERS)
         from helpers.server.process import start_server
 
-        batched = start_server(base_path, model_name, rest_port=0, extra_flags=[
-            "--enable_batching", f"--batching_parameters_file={params}"])
+        batched = start_server(
+            base_path,
+            model_name,
+            rest_port=0,
+            extra_flags=["--enable_batching", f"--batching_parameters_file={params}"],
+        )
         try:
             for concurrency in CONCURRENCY:
                 log(f"throughput, concurrency {concurrency}, batching ...")
-                rows.append(measure_throughput(batched.grpc_target, model_name, concurrency,
-                                               duration, "batching"))
+                rows.append(
+                    measure_throughput(
+                        batched.grpc_target, model_name, concurrency, duration, "batching"
+                    )
+                )
         finally:
             batched.stop()
     return rows
@@ -324,8 +363,10 @@ def verdicts(rows: list[Row]) -> list[str]:
 def format_table(rows: list[Row]) -> str:
     width = max(len(r.measurement) for r in rows)
     value_width = max(len(r.value) for r in rows)
-    lines = [f"{'measurement':<{width}}  {'value':>{value_width}}  detail",
-             "-" * (width + value_width + 30)]
+    lines = [
+        f"{'measurement':<{width}}  {'value':>{value_width}}  detail",
+        "-" * (width + value_width + 30),
+    ]
     lines += [f"{r.measurement:<{width}}  {r.value:>{value_width}}  {r.detail}" for r in rows]
     return "\n".join(lines)
 
@@ -335,9 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m helpers.bench",
         description="Measure the embedded server: latency, throughput, batching, cold start.",
     )
-    parser.add_argument("--model-base-path", type=Path, default=None,
-                        help="folder of numeric versions (default: the course's models/mnist, "
-                             "trained quickly if missing)")
+    parser.add_argument(
+        "--model-base-path",
+        type=Path,
+        default=None,
+        help="folder of numeric versions (default: the course's models/mnist, "
+        "trained quickly if missing)",
+    )
     parser.add_argument("--model-name", default=config.MODEL_NAME)
     parser.add_argument("--quick", action="store_true", help="short run for a smoke test")
     parser.add_argument("--requests", type=int, help="sequential calls per latency measurement")
@@ -351,8 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    if settings["requests"] < 1 or settings["duration"] <= 0 or settings["rate"] <= 0 \
-            or settings["sustain"] <= 0:
+    if (
+        settings["requests"] < 1
+        or settings["duration"] <= 0
+        or settings["rate"] <= 0
+        or settings["sustain"] <= 0
+    ):
         parser.error("--requests, --duration, --rate and --sustain must be positive")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -365,15 +414,20 @@ def main(argv: list[str] | None = None) -> int:
     if not base_path.is_dir() or not any(p.name.isdigit() for p in base_path.iterdir()):
         parser.error(f"{base_path} holds no numeric version folder (e.g. {base_path}/1/)")
 
-    print(f"Benchmarking {args.model_name} from {base_path} on {os.cpu_count()} cores "
-          f"({'quick' if args.quick else 'full'} run) ...", flush=True)
+    print(
+        f"Benchmarking {args.model_name} from {base_path} on {os.cpu_count()} cores "
+        f"({'quick' if args.quick else 'full'} run) ...",
+        flush=True,
+    )
     rows = run(base_path, args.model_name, log=lambda m: print(f"  {m}", flush=True), **settings)
     print()
     print(format_table(rows))
     print()
     print("\n".join(verdicts(rows)))
-    print("\nOther programs running on this machine slow these numbers down; compare runs made "
-          "on a quiet machine.")
+    print(
+        "\nOther programs running on this machine slow these numbers down; compare runs made "
+        "on a quiet machine."
+    )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return 0

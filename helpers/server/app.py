@@ -66,7 +66,8 @@ def _read_configs(flags: Flags) -> dict[str, Any]:
     else:
         log.info(
             "Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
-            flags.model_name, flags.model_base_path,
+            flags.model_name,
+            flags.model_base_path,
         )
         configs["models"] = single_model_config(flags.model_name, flags.model_base_path)
     if flags.batching_parameters_file:

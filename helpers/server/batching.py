@@ -40,8 +40,12 @@ class BatchingOptions:
         """Read a `BatchingParameters` message (None: all defaults) and check it like TF does."""
         options = cls(num_batch_threads=default_threads)
         if params is not None:
-            for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-                         "num_batch_threads"):
+            for name in (
+                "max_batch_size",
+                "batch_timeout_micros",
+                "max_enqueued_batches",
+                "num_batch_threads",
+            ):
                 if params.HasField(name):
                     setattr(options, name, int(getattr(params, name).value))
             options.allowed_batch_sizes = tuple(int(v) for v in params.allowed_batch_sizes)
@@ -113,11 +117,14 @@ class Batcher:
         size = _batch_size(feeds)
         if size > options.max_batch_size:
             raise invalid_argument(
-                f"Task size {size} is larger than maximum input batch size "
-                f"{options.max_batch_size}"
+                f"Task size {size} is larger than maximum input batch size {options.max_batch_size}"
             )
-        key = (id(servable), signature_name, tuple(fetches),
-               tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())))
+        key = (
+            id(servable),
+            signature_name,
+            tuple(fetches),
+            tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())),
+        )
         task = _Task(feeds, size)
         with self._lock:
             batch = self._open.get(key)
@@ -178,8 +185,9 @@ class Batcher:
             if len(tasks) == 1:
                 feeds = dict(tasks[0].feeds)
             else:
-                feeds = {name: np.concatenate([t.feeds[name] for t in tasks])
-                         for name in tasks[0].feeds}
+                feeds = {
+                    name: np.concatenate([t.feeds[name] for t in tasks]) for name in tasks[0].feeds
+                }
             if padded != batch.size:
                 feeds = {name: _pad(value, padded) for name, value in feeds.items()}
             outputs = batch.servable.session_run(feeds, batch.fetches)
@@ -205,9 +213,7 @@ def _batch_size(feeds: Mapping[str, np.ndarray]) -> int:
     sizes = set()
     for value in feeds.values():
         if np.ndim(value) == 0:
-            raise invalid_argument(
-                "Batching Run() input tensors must have at least one dimension"
-            )
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
         sizes.add(np.shape(value)[0])
     if len(sizes) > 1:
         raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")

@@ -53,6 +53,7 @@ class Flags:
     xla_cpu_compilation_enabled: bool = False
     version: bool = False
 
+
 HELP = {
     "port": "gRPC port (TF Serving's Docker image uses 8500)",
     "rest_api_port": "REST port; 0 disables the REST API",

@@ -217,7 +217,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             for index, entry in enumerate(config.model_config_list.config):
                 log.info(
                     "Config entry index : %d path : %s name : %s platform : %s",
-                    index, entry.base_path, entry.name, entry.model_platform,
+                    index,
+                    entry.base_path,
+                    entry.name,
+                    entry.model_platform,
                 )
         try:
             self.manager.reload_config(config)

@@ -42,7 +42,11 @@ log = logging.getLogger("helpers.server")
 
 State = get_model_status_pb2.ModelVersionStatus.State
 START, LOADING, AVAILABLE, UNLOADING, END = (
-    State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END,
+    State.START,
+    State.LOADING,
+    State.AVAILABLE,
+    State.UNLOADING,
+    State.END,
 )
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 #: How long a new version folder must stay unchanged before it is loaded.
@@ -295,7 +299,9 @@ class ModelManager:
             if not model.warned_missing:
                 log.warning(
                     "File system source: could not read base path %s for servable %s: %s",
-                    base, model.name, exc.strerror or exc,
+                    base,
+                    model.name,
+                    exc.strerror or exc,
                 )
                 model.warned_missing = True
             return None
@@ -306,7 +312,8 @@ class ModelManager:
                 log.warning(
                     "No versions of servable %s found under base path %s. Did you forget to "
                     "name your leaf directory as a number (eg. '/1/')?",
-                    model.name, base,
+                    model.name,
+                    base,
                 )
                 model.warned_empty = True
             return {}
@@ -314,7 +321,8 @@ class ModelManager:
         loaded = self._available.get(model.name, {})
         known = set(loaded) | model.failed
         candidates = {
-            v: p for v, p in found.items()
+            v: p
+            for v, p in found.items()
             if v in known or any((p / f).is_file() for f in SAVED_MODEL_FILES)
         }
         # Only versions the policy would load next are checked for stability: a folder still
@@ -332,7 +340,8 @@ class ModelManager:
             for version in changing:
                 log.info(
                     "Version %d of servable %s is still being written; waiting",
-                    version, model.name,
+                    version,
+                    model.name,
                 )
                 del candidates[version]
 
@@ -369,7 +378,9 @@ class ModelManager:
             started = time.monotonic()
             try:
                 servable = Servable(
-                    name, version, str(path),
+                    name,
+                    version,
+                    str(path),
                     method_check=self.options.enable_signature_method_name_check,
                 )
                 if self.options.enable_model_warmup:
@@ -378,7 +389,8 @@ class ModelManager:
                     self.options.on_load(servable)
                 log.info(
                     "Successfully loaded servable version %s in %.2f s",
-                    sid, time.monotonic() - started,
+                    sid,
+                    time.monotonic() - started,
                 )
                 _record_load(str(path), True, time.monotonic() - started)
                 break
@@ -389,7 +401,10 @@ class ModelManager:
                 if attempt < retries:
                     log.info(
                         "Retrying load of %s (%d of %d) in %.1f s",
-                        sid, attempt + 1, retries, self.options.load_retry_interval_micros / 1e6,
+                        sid,
+                        attempt + 1,
+                        retries,
+                        self.options.load_retry_interval_micros / 1e6,
                     )
                     if self._stop.wait(self.options.load_retry_interval_micros / 1e6):
                         break
@@ -513,9 +528,7 @@ def _validate_config_list(configs: list[model_server_config_pb2.ModelConfig]) ->
     names: set[str] = set()
     for mc in configs:
         if mc.name in names:
-            raise invalid_argument(
-                f"Illegal to list model {mc.name} multiple times in config list"
-            )
+            raise invalid_argument(f"Illegal to list model {mc.name} multiple times in config list")
         names.add(mc.name)
     for mc in configs:
         if "://" not in mc.base_path and not os.path.isabs(mc.base_path):

@@ -227,8 +227,12 @@ class ServerProcess:
         name = model_name or self.model_name
         try:
             return wait_for_model(
-                self.grpc_target, name, version, timeout,
-                credentials=self.credentials, is_alive=self.is_running,
+                self.grpc_target,
+                name,
+                version,
+                timeout,
+                credentials=self.credentials,
+                is_alive=self.is_running,
             )
         except ServerStartError:
             raise ServerStartError(
@@ -310,9 +314,7 @@ def start_server(
             args += [f"--model_name={model_name}", f"--model_base_path={base.resolve()}"]
         args.append(f"--parent_pid={os.getpid()}")
         args += flags
-        server = ServerProcess(
-            args, chosen_grpc, chosen_rest, model_name, credentials=credentials
-        )
+        server = ServerProcess(args, chosen_grpc, chosen_rest, model_name, credentials=credentials)
         if not wait:
             return server
         try:

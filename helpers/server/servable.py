@@ -136,7 +136,9 @@ class Servable:
         output_filter: Sequence[str],
     ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
         if self.method_check and signature.method_name not in (
-            PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD
+            PREDICT_METHOD,
+            CLASSIFY_METHOD,
+            REGRESS_METHOD,
         ):
             raise ServingError(
                 grpc.StatusCode.INTERNAL,
@@ -311,7 +313,10 @@ class Servable:
                     log.info(
                         "Skipping warm-up of signature %s of servable version "
                         "{name: %s version: %d}: input %s has no fixed rank or numeric dtype",
-                        key, self.name, self.version, alias,
+                        key,
+                        self.name,
+                        self.version,
+                        alias,
                     )
                     feeds = {}
                     break
@@ -325,7 +330,10 @@ class Servable:
                 log.info(
                     "Skipping warm-up of signature %s of servable version "
                     "{name: %s version: %d}: %s",
-                    key, self.name, self.version, exc.message,
+                    key,
+                    self.name,
+                    self.version,
+                    exc.message,
                 )
 
     def _replay_warmup(self, warmup_file: Path) -> None:
@@ -339,8 +347,9 @@ class Servable:
             kind = entry.WhichOneof("log_type")
             if kind == "predict_log":
                 request = entry.predict_log.request
-                self.run(request.model_spec.signature_name, request.inputs,
-                         list(request.output_filter))
+                self.run(
+                    request.model_spec.signature_name, request.inputs, list(request.output_filter)
+                )
             elif kind == "classify_log":
                 request = entry.classify_log.request
                 self.classify(request.model_spec.signature_name, request.input)
@@ -357,7 +366,9 @@ class Servable:
         log.info(
             "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
             "Elapsed time (microseconds): %d.",
-            warmup_file, count, (time.monotonic() - started) * 1e6,
+            warmup_file,
+            count,
+            (time.monotonic() - started) * 1e6,
         )
 
     def close(self) -> None:

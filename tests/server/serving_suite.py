@@ -5,7 +5,6 @@ so it can run against the real server: with MODEL_SERVER=HOST:PORT it targets th
 the tests that must start, restart or reconfigure a server process skip, saying why.
 """
 
-
 from __future__ import annotations
 
 import os

@@ -37,8 +37,10 @@ def _input(values, context=None):
 def _request(kind, signature, values, name=TOY):
     from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-    message = {"classify": classification_pb2.ClassificationRequest,
-               "regress": regression_pb2.RegressionRequest}[kind]()
+    message = {
+        "classify": classification_pb2.ClassificationRequest,
+        "regress": regression_pb2.RegressionRequest,
+    }[kind]()
     message.model_spec.name = name
     message.model_spec.signature_name = signature
     message.input.CopyFrom(_input(values))
@@ -73,8 +75,10 @@ def test_multi_inference_runs_both_heads(predict_stub):
     from tensorflow_serving.apis import inference_pb2
 
     request = inference_pb2.MultiInferenceRequest()
-    for signature, method in (("classify", "tensorflow/serving/classify"),
-                              ("regress", "tensorflow/serving/regress")):
+    for signature, method in (
+        ("classify", "tensorflow/serving/classify"),
+        ("regress", "tensorflow/serving/regress"),
+    ):
         task = request.tasks.add()
         task.model_spec.name = TOY
         task.model_spec.signature_name = signature
@@ -84,7 +88,9 @@ def test_multi_inference_runs_both_heads(predict_stub):
     classification, regression = response.results
     assert classification.model_spec.signature_name == "classify"
     assert [c.label for c in classification.classification_result.classifications[0].classes] == [
-        "neg", "pos"]
+        "neg",
+        "pos",
+    ]
     assert regression.regression_result.regressions[0].value == pytest.approx(3.0)
     assert regression.model_spec.version.value == 1
 

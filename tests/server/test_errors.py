@@ -73,7 +73,8 @@ def test_float64_sent_to_float32_input(predict_stub):
     request = predict_request({"image": images().astype(np.float64)})
     error = rpc_error(predict_stub.Predict, request, timeout=10)
     assert (error.code(), error.details()) == (
-        INVALID, "Expects arg[0] to be float but double is provided"
+        INVALID,
+        "Expects arg[0] to be float but double is provided",
     )
 
 
@@ -90,7 +91,8 @@ def test_raw_uint8_pixels_fail_with_a_dtype_error(predict_stub):
     request.inputs["image"].CopyFrom(tensor_proto(np.zeros((1, 28, 28, 1), np.int32)))
     error = rpc_error(predict_stub.Predict, request, timeout=10)
     assert (error.code(), error.details()) == (
-        INVALID, "Expects arg[0] to be float but int32 is provided"
+        INVALID,
+        "Expects arg[0] to be float but int32 is provided",
     )
 
 
@@ -113,7 +115,8 @@ def test_duplicate_output_filter(predict_stub):
     request = predict_request(output_filter=("probabilities", "probabilities"))
     error = rpc_error(predict_stub.Predict, request, timeout=10)
     assert (error.code(), error.details()) == (
-        INVALID, "duplicate output tensor alias: probabilities"
+        INVALID,
+        "duplicate output tensor alias: probabilities",
     )
 
 
@@ -143,10 +146,13 @@ def test_metadata_other_field(predict_stub):
     assert (error.code(), error.details()) == (INVALID, "Metadata field x is not supported")
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ({"version": 77}, f"Could not find version 77 of model {MNIST}"),
-    ({"name": "nope"}, "Could not find any versions of model nope"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"version": 77}, f"Could not find version 77 of model {MNIST}"),
+        ({"name": "nope"}, "Could not find any versions of model nope"),
+    ],
+)
 def test_model_status_not_found(model_stub, spec, message):
     from tensorflow_serving.apis import get_model_status_pb2
 

@@ -46,7 +46,9 @@ def test_reflection_describes_predict(channel):
         file_containing_symbol="tensorflow.serving.PredictionService"
     )
     response = next(stub.ServerReflectionInfo(iter([request]), timeout=10))
-    files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
-             for raw in response.file_descriptor_response.file_descriptor_proto]
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in response.file_descriptor_response.file_descriptor_proto
+    ]
     methods = {m.name for f in files for s in f.service for m in s.method}
     assert {"Predict", "GetModelMetadata", "Classify", "Regress", "MultiInference"} <= methods

@@ -64,7 +64,8 @@ def test_status_lists_every_version_newest_first(model_stub):
     response = model_stub.GetModelStatus(request, timeout=10)
     available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert [(s.version, s.state) for s in response.model_version_status] == [
-        (2, available), (1, available)
+        (2, available),
+        (1, available),
     ]
     assert all(s.status.error_code == 0 for s in response.model_version_status)
     assert all(s.status.error_message == "" for s in response.model_version_status)

@@ -38,8 +38,10 @@ def test_response_echoes_model_spec_with_version_and_default_signature(predict_s
     assert response.model_spec.version.value == 2
 
 
-@pytest.mark.parametrize(("choice", "expected"), [({"version": 1}, 1), ({"label": "stable"}, 1),
-                                                  ({"label": "canary"}, 2), ({}, 2)])
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [({"version": 1}, 1), ({"label": "stable"}, 1), ({"label": "canary"}, 2), ({}, 2)],
+)
 def test_version_and_label_choose_the_servable(predict_stub, choice, expected):
     own_server_only()
     response = predict_stub.Predict(predict_request(**choice), timeout=10)

@@ -31,7 +31,10 @@ def _run_server(*flags: str, timeout: float = 60) -> subprocess.CompletedProcess
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, "-m", "helpers.server", *flags],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -66,12 +69,12 @@ def test_batching_file_without_batching_is_refused(tmp_path):
 
 
 def test_bad_config_file_fails_with_one_line(tmp_path):
-    bad = write(tmp_path / "models.config", "model_config_list { config { nam: 'x' } }")
+    bad = write(tmp_path / "models.config", "model_config_list { config { title: 'x' } }")
     result = _run_server("--port=8500", f"--model_config_file={bad}")
     assert result.returncode == 1
     line = _last_line(result)
     assert f"Failed to start server. Error: Invalid protobuf file: '{bad}'" in line
-    assert 'has no field named "nam"' in line
+    assert 'has no field named "title"' in line
     assert "Traceback" not in result.stderr
 
 
@@ -105,11 +108,14 @@ def test_port_taken_is_refused(model_store):
 
 
 def test_labels_at_start_need_the_allow_flag(model_store, tmp_path):
-    config = write(tmp_path / "models.config", f"""
+    config = write(
+        tmp_path / "models.config",
+        f"""
         model_config_list {{ config {{
           name: 'mnist' base_path: '{model_store / MNIST}' model_platform: 'tensorflow'
           version_labels {{ key: 'stable' value: 1 }}
-        }} }}""")
+        }} }}""",
+    )
     from helpers.server.process import free_port
 
     result = _run_server(f"--port={free_port()}", f"--model_config_file={config}")
@@ -135,8 +141,11 @@ def test_start_server_reports_a_dead_process_with_its_log(tmp_path):
     from helpers.server.process import ServerStartError, start_server
 
     with pytest.raises(ServerStartError) as caught:
-        start_server(extra_flags=[f"--model_config_file={tmp_path / 'missing.config'}"],
-                     rest_port=0, timeout=60)
+        start_server(
+            extra_flags=[f"--model_config_file={tmp_path / 'missing.config'}"],
+            rest_port=0,
+            timeout=60,
+        )
     message = str(caught.value)
     assert "exited with code 1" in message
     assert "cannot read" in message
@@ -157,8 +166,10 @@ def test_process_api_addresses_and_logs(stoppable):
     assert stoppable.address.grpc_target == stoppable.grpc_target
     assert stoppable.is_running() and stoppable.pid > 0
     assert stoppable.wait_until_available(TOY, timeout=10) == 1
-    assert any("Successfully loaded servable version {name: toy version: 1}" in line
-               for line in stoppable.log_lines())
+    assert any(
+        "Successfully loaded servable version {name: toy version: 1}" in line
+        for line in stoppable.log_lines()
+    )
 
 
 def test_graceful_stop_finishes_the_call_in_flight(stoppable):
@@ -175,8 +186,9 @@ def test_graceful_stop_finishes_the_call_in_flight(stoppable):
     response = future.result()
     assert "s" in response.outputs
     assert time.monotonic() - started > 0.3
-    after = rpc_error(stub.Predict, predict_request({"x": np.ones(1, np.float32)}, name=TOY),
-                      timeout=5)
+    after = rpc_error(
+        stub.Predict, predict_request({"x": np.ones(1, np.float32)}, name=TOY), timeout=5
+    )
     assert after.code() == grpc.StatusCode.UNAVAILABLE
     assert any("Stopping: finishing calls in flight" in line for line in stoppable.log_lines())
     channel.close()
@@ -197,8 +209,9 @@ def test_server_exits_when_its_parent_dies(model_store, tmp_path: Path):
         "print(p.pid, flush=True)\n"
         "time.sleep(1)\n"
     )
-    parent = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=60)
+    parent = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
     child = int(parent.stdout.split()[0])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _alive(child):
@@ -252,13 +265,17 @@ def test_config_file_is_polled_for_changes(model_store, tmp_path):
     from helpers.server.process import free_port, start_server, wait_for_model
 
     def entry(name: str) -> str:
-        return (f"config {{ name: '{name}' base_path: '{model_store / name}' "
-                "model_platform: 'tensorflow' }")
+        return (
+            f"config {{ name: '{name}' base_path: '{model_store / name}' "
+            "model_platform: 'tensorflow' }"
+        )
 
     config = write(tmp_path / "models.config", f"model_config_list {{ {entry(TOY)} }}")
     server = start_server(
         extra_flags=[f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"],
-        model_name=TOY, grpc_port=free_port(), rest_port=0,
+        model_name=TOY,
+        grpc_port=free_port(),
+        rest_port=0,
     )
     try:
         config.write_text(f"model_config_list {{ {entry(TOY)} {entry(MNIST)} }}")

@@ -15,10 +15,16 @@ from helpers.server.errors import ServingError, first_line, truncate
 
 
 def test_flags_parse_tf_serving_style():
-    parsed = flag_module.parse_flags([
-        "--port=9000", "--rest_api_port=0", "--enable_batching", "--model_name=m",
-        "--enable_model_warmup=false", "--grpc_channel_arguments=a=1,b=x",
-    ])
+    parsed = flag_module.parse_flags(
+        [
+            "--port=9000",
+            "--rest_api_port=0",
+            "--enable_batching",
+            "--model_name=m",
+            "--enable_model_warmup=false",
+            "--grpc_channel_arguments=a=1,b=x",
+        ]
+    )
     assert (parsed.port, parsed.rest_api_port, parsed.model_name) == (9000, 0, "m")
     assert parsed.enable_batching is True and parsed.enable_model_warmup is False
     assert flag_module.channel_arguments(parsed.grpc_channel_arguments) == [("a", 1), ("b", "x")]
@@ -33,12 +39,15 @@ def test_flag_defaults_are_tf_servings():
     assert defaults.host == "127.0.0.1"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--nope=1"], "unknown command line flag 'nope' (see --help)"),
-    (["--port"], "--port needs a value: write --port=VALUE"),
-    (["--enable_batching=maybe"], "--enable_batching expects true or false, got 'maybe'"),
-    (["port=1"], "unexpected argument 'port=1': flags are written --flag=value"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--nope=1"], "unknown command line flag 'nope' (see --help)"),
+        (["--port"], "--port needs a value: write --port=VALUE"),
+        (["--enable_batching=maybe"], "--enable_batching expects true or false, got 'maybe'"),
+        (["port=1"], "unexpected argument 'port=1': flags are written --flag=value"),
+    ],
+)
 def test_bad_flags_say_what_is_wrong(argv, message):
     with pytest.raises(flag_module.FlagError) as caught:
         flag_module.parse_flags(argv)
@@ -62,8 +71,21 @@ def test_errors_keep_the_first_line_and_truncate():
     assert ServingError(grpc.StatusCode.FAILED_PRECONDITION, "x").http_status == 400
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.uint8,
-                                   np.int8, np.int16, np.bool_, np.float16, np.complex64])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.float32,
+        np.float64,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.int8,
+        np.int16,
+        np.bool_,
+        np.float16,
+        np.complex64,
+    ],
+)
 def test_tensor_codec_round_trips(dtype):
     import tensorflow as tf
 
@@ -108,8 +130,9 @@ def test_config_files_parse_and_fail_in_one_line(tmp_path):
     ssl = config_files.read_ssl_config(good)
     assert (ssl.server_key, ssl.client_verify) == ("k", True)
     batching = tmp_path / "batching.config"
-    batching.write_text("max_batch_size { value: 16 } allowed_batch_sizes: 8 "
-                        "allowed_batch_sizes: 16")
+    batching.write_text(
+        "max_batch_size { value: 16 } allowed_batch_sizes: 8 allowed_batch_sizes: 16"
+    )
     assert config_files.read_batching_parameters(batching).max_batch_size.value == 16
     bad = tmp_path / "monitoring.config"
     bad.write_text("prometheus_config { enabled: true }")

@@ -36,9 +36,11 @@ def _pem(key=None, cert=None) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     if key is not None:
-        return key.private_bytes(serialization.Encoding.PEM,
-                                 serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -76,19 +78,25 @@ def pki():
     client_key = _key()
     client = _certificate("course client", client_key, ca, ca_key)
     return {
-        "ca": _pem(cert=ca), "server_key": _pem(key=server_key), "server": _pem(cert=server),
-        "client_key": _pem(key=client_key), "client": _pem(cert=client),
+        "ca": _pem(cert=ca),
+        "server_key": _pem(key=server_key),
+        "server": _pem(cert=server),
+        "client_key": _pem(key=client_key),
+        "client": _pem(cert=client),
     }
 
 
 def _ssl_config(path: Path, pki, *, client_verify: bool) -> Path:
     verify = "true" if client_verify else "false"
-    return write(path, (
-        f"server_key: {pki['server_key'].decode()!r}\n"
-        f"server_cert: {pki['server'].decode()!r}\n"
-        f"custom_ca: {pki['ca'].decode()!r}\n"
-        f"client_verify: {verify}\n"
-    ).replace("'", '"'))
+    return write(
+        path,
+        (
+            f"server_key: {pki['server_key'].decode()!r}\n"
+            f"server_cert: {pki['server'].decode()!r}\n"
+            f"custom_ca: {pki['ca'].decode()!r}\n"
+            f"client_verify: {verify}\n"
+        ).replace("'", '"'),
+    )
 
 
 def _tls_server(model_store, tmp_path_factory, pki, *, client_verify: bool):
@@ -101,8 +109,14 @@ def _tls_server(model_store, tmp_path_factory, pki, *, client_verify: bool):
         private_key=pki["client_key"] if client_verify else None,
         certificate_chain=pki["client"] if client_verify else None,
     )
-    return start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0,
-                        extra_flags=[f"--ssl_config_file={config}"], credentials=credentials)
+    return start_server(
+        model_store / TOY,
+        TOY,
+        grpc_port=free_port(),
+        rest_port=0,
+        extra_flags=[f"--ssl_config_file={config}"],
+        credentials=credentials,
+    )
 
 
 def _toy_predict(channel) -> float:
@@ -204,7 +218,9 @@ def batching_server(model_store, tmp_path_factory):
     from helpers.server.process import free_port, start_server
 
     folder = tmp_path_factory.mktemp("batching")
-    params = write(folder / "batching.config", """
+    params = write(
+        folder / "batching.config",
+        """
         max_batch_size { value: 8 }
         batch_timeout_micros { value: 5000 }
         max_enqueued_batches { value: 100 }
@@ -212,9 +228,15 @@ def batching_server(model_store, tmp_path_factory):
         allowed_batch_sizes: 2
         allowed_batch_sizes: 4
         allowed_batch_sizes: 8
-    """)
-    server = start_server(model_store / MNIST, MNIST, grpc_port=free_port(), rest_port=0,
-                          extra_flags=["--enable_batching", f"--batching_parameters_file={params}"])
+    """,
+    )
+    server = start_server(
+        model_store / MNIST,
+        MNIST,
+        grpc_port=free_port(),
+        rest_port=0,
+        extra_flags=["--enable_batching", f"--batching_parameters_file={params}"],
+    )
     yield server
     server.stop()
 
@@ -224,8 +246,10 @@ def test_batched_results_equal_unbatched_ones(batching_server, predict_stub):
 
     inputs = [images(1 + i % 3, seed=100 + i) for i in range(24)]
     expected = [
-        output_array(predict_stub.Predict(predict_request({"image": x}, version=2)).outputs[
-            "probabilities"]) for x in inputs
+        output_array(
+            predict_stub.Predict(predict_request({"image": x}, version=2)).outputs["probabilities"]
+        )
+        for x in inputs
     ]
     results: dict[int, np.ndarray] = {}
     errors: list[str] = []

@@ -55,8 +55,10 @@ def live(model_store, tmp_path_factory):
 def _stubs(channel):
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    return (prediction_service_pb2_grpc.PredictionServiceStub(channel),
-            model_service_pb2_grpc.ModelServiceStub(channel))
+    return (
+        prediction_service_pb2_grpc.PredictionServiceStub(channel),
+        model_service_pb2_grpc.ModelServiceStub(channel),
+    )
 
 
 def _states(channel, name=MNIST) -> dict[int, tuple[str, str]]:
@@ -66,8 +68,9 @@ def _states(channel, name=MNIST) -> dict[int, tuple[str, str]]:
     request.model_spec.name = name
     response = _stubs(channel)[1].GetModelStatus(request, timeout=10)
     names = get_model_status_pb2.ModelVersionStatus.State.Name
-    return {s.version: (names(s.state), s.status.error_message)
-            for s in response.model_version_status}
+    return {
+        s.version: (names(s.state), s.status.error_message) for s in response.model_version_status
+    }
 
 
 def _wait_for(condition, timeout=30.0, what="condition"):
@@ -92,8 +95,10 @@ def test_new_version_is_picked_up_live(live, model_store):
     assert _served_version(channel) == 2
     # The latest policy keeps one version: version 1 is unloaded once 2 serves.
     _wait_for(lambda: _states(channel)[1][0] == "END", what="version 1 unloaded")
-    assert any("Successfully loaded servable version {name: mnist version: 2}" in line
-               for line in server.log_lines())
+    assert any(
+        "Successfully loaded servable version {name: mnist version: 2}" in line
+        for line in server.log_lines()
+    )
 
 
 def test_hot_reload_under_load_has_zero_failed_calls(live, model_store):
@@ -133,8 +138,10 @@ def test_corrupt_version_keeps_the_previous_one_serving(live):
     (broken / "variables").mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     broken.rename(base / "4")
-    state = _wait_for(lambda: _states(channel).get(4, ("",))[0] == "END" and _states(channel)[4],
-                      what="version 4 to fail")
+    state = _wait_for(
+        lambda: _states(channel).get(4, ("",))[0] == "END" and _states(channel)[4],
+        what="version 4 to fail",
+    )
     assert state[1] != ""  # the load error is reported in GetModelStatus
     assert _states(channel)[3][0] == "AVAILABLE"
     assert _served_version(channel) == 3
@@ -208,19 +215,27 @@ def _config(*entries: str) -> str:
 
 def test_reload_config_adds_a_model(live, model_store):
     _server, base, channel = live
-    response = _reload(channel, _config(
-        f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow'",
-        f"name: '{TOY}' base_path: '{model_store / TOY}' model_platform: 'tensorflow'",
-    ))
+    response = _reload(
+        channel,
+        _config(
+            f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow'",
+            f"name: '{TOY}' base_path: '{model_store / TOY}' model_platform: 'tensorflow'",
+        ),
+    )
     assert response.status.error_code == 0
     assert _states(channel, TOY) == {1: ("AVAILABLE", "")}
 
 
 def test_reload_config_label_must_name_an_available_version(live):
     _server, base, channel = live
-    error = rpc_error(_reload, channel, _config(
-        f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow' "
-        "version_labels { key: 'stable' value: 9 }"))
+    error = rpc_error(
+        _reload,
+        channel,
+        _config(
+            f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow' "
+            "version_labels { key: 'stable' value: 9 }"
+        ),
+    )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error.details() == (
         "Request to assign label to version 9 of model mnist, which is not currently available "
@@ -230,10 +245,14 @@ def test_reload_config_label_must_name_an_available_version(live):
 
 def test_reload_config_labels_available_versions(live):
     _server, base, channel = live
-    _reload(channel, _config(
-        f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow' "
-        "model_version_policy { specific { versions: 3 versions: 6 } } "
-        "version_labels { key: 'stable' value: 6 }"))
+    _reload(
+        channel,
+        _config(
+            f"name: '{MNIST}' base_path: '{base}' model_platform: 'tensorflow' "
+            "model_version_policy { specific { versions: 3 versions: 6 } } "
+            "version_labels { key: 'stable' value: 6 }"
+        ),
+    )
     _wait_for(lambda: _states(channel)[3][0] == "AVAILABLE", what="version 3 back")
     predict = _stubs(channel)[0].Predict
     assert predict(predict_request(label="stable"), timeout=10).model_spec.version.value == 6
@@ -242,8 +261,11 @@ def test_reload_config_labels_available_versions(live):
 
 def test_reload_config_refuses_relative_base_path(live):
     _server, _base, channel = live
-    error = rpc_error(_reload, channel, _config(
-        "name: 'other' base_path: 'models/other' model_platform: 'tensorflow'"))
+    error = rpc_error(
+        _reload,
+        channel,
+        _config("name: 'other' base_path: 'models/other' model_platform: 'tensorflow'"),
+    )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == (
         "Expected model other to have an absolute path or URI; got base_path()=models/other"
@@ -252,8 +274,10 @@ def test_reload_config_refuses_relative_base_path(live):
 
 def test_models_left_out_of_a_reload_are_unloaded(live, model_store):
     _server, _base, channel = live
-    _reload(channel, _config(
-        f"name: '{TOY}' base_path: '{model_store / TOY}' model_platform: 'tensorflow'"))
+    _reload(
+        channel,
+        _config(f"name: '{TOY}' base_path: '{model_store / TOY}' model_platform: 'tensorflow'"),
+    )
     assert all(state == "END" for state, _ in _states(channel).values())
     error = rpc_error(_stubs(channel)[0].Predict, predict_request(), timeout=10)
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -276,8 +300,11 @@ def test_no_versions_log_line(live, tmp_path: Path):
     empty = tmp_path / "empty"
     (empty / "not-a-number").mkdir(parents=True)
     with pytest.raises(grpc.RpcError):
-        _reload(channel, _config(
-            f"name: 'empty' base_path: '{empty}' model_platform: 'tensorflow'"))
-    expected = (f"No versions of servable empty found under base path {empty}. Did you forget to "
-                "name your leaf directory as a number (eg. '/1/')?")
+        _reload(
+            channel, _config(f"name: 'empty' base_path: '{empty}' model_platform: 'tensorflow'")
+        )
+    expected = (
+        f"No versions of servable empty found under base path {empty}. Did you forget to "
+        "name your leaf directory as a number (eg. '/1/')?"
+    )
     assert any(expected in line for line in server.log_lines())
