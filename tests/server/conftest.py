@@ -17,6 +17,7 @@ import pytest
 from serving_suite import (
     EXTERNAL,
     MNIST,
+    MONITORING_CONFIG,
     TOY,
     build_toy_model,
     model_config_text,
@@ -52,10 +53,7 @@ def server(model_store: Path, tmp_path_factory) -> Iterator[object]:
         return
     folder = tmp_path_factory.mktemp("main-server")
     model_config = write(folder / "models.config", model_config_text(model_store))
-    monitoring = write(
-        folder / "monitoring.config",
-        'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }',
-    )
+    monitoring = write(folder / "monitoring.config", MONITORING_CONFIG)
     flags = [
         f"--model_config_file={model_config}",
         f"--monitoring_config_file={monitoring}",

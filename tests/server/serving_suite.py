@@ -7,8 +7,11 @@ the tests that must start, restart or reconfigure a server process skip, saying 
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -24,13 +27,40 @@ EXTERNAL_REASON = (
     "points at an external one"
 )
 MNIST = config.MODEL_NAME
+MONITORING_CONFIG = 'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n'
 TOY = "toy"
 
 
 def own_server_only() -> None:
-    """Skip the calling test when the suite targets an external server."""
-    if EXTERNAL:
-        pytest.skip(EXTERNAL_REASON)
+    """Skip unless the server has the suite's models (always true for the suite's own server).
+
+    An external server (MODEL_SERVER) runs these tests too when it serves the same layout:
+    `python tests/server/serving_suite.py export DIR` writes it, with a models.config.
+    """
+    if EXTERNAL and not external_has_suite_models():
+        pytest.skip(
+            f"the external server at {config.server_address().grpc_target} does not serve the "
+            "suite's models (mnist versions 1 and 2 labelled stable/canary, and toy); "
+            "`python tests/server/serving_suite.py export DIR` writes them with a models.config"
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def external_has_suite_models() -> bool:
+    """True if the MODEL_SERVER server answers like the suite's own (labels, toy model)."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(config.server_address().grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for label, version in (("stable", 1), ("canary", 2)):
+                answer = stub.Predict(predict_request(label=label), timeout=10)
+                if answer.model_spec.version.value != version:
+                    return False
+            toy = predict_request({"x": np.ones(1, np.float32)}, name=TOY)
+            return stub.Predict(toy, timeout=10).outputs["y"].float_val[0] == 3.0
+    except grpc.RpcError:
+        return False
 
 
 def build_toy_model(path: Path) -> Path:
@@ -189,3 +219,51 @@ def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         call(*args, **kwargs)
     return caught.value
+
+
+def export_suite_models(folder: Path, container_root: str = "/models") -> Path:
+    """Write the suite's models and a models.config whose paths start at `container_root`.
+
+    With them, the real TF Serving can be checked against the same conformance suite:
+        docker run -p 8500:8500 -p 8501:8501 -v FOLDER:/models tensorflow/serving:2.21.0 \\
+          --model_config_file=/models/models.config \\
+          --monitoring_config_file=/models/monitoring.config \\
+          --allow_version_labels_for_unavailable_models --enable_grpc_healthcheck_service
+        MODEL_SERVER=localhost:8500:8501 pytest tests/server
+    """
+    from helpers.export import export_model
+    from helpers.model import build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    export_model(build_model(seed=0), MNIST, 1, base_dir=folder, overwrite=True)
+    export_model(build_model(seed=1), MNIST, 2, base_dir=folder, overwrite=True)
+    if not (folder / TOY / "1" / "saved_model.pb").exists():
+        build_toy_model(folder / TOY / "1")
+    config_file = folder / "models.config"
+    config_file.write_text(textwrap.dedent(model_config_text(Path(container_root))))
+    write(folder / "monitoring.config", MONITORING_CONFIG)
+    return config_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export the conformance suite's models.")
+    parser.add_argument("command", choices=["export"])
+    parser.add_argument("folder", type=Path, help="where to write mnist/, toy/, models.config")
+    parser.add_argument(
+        "--container-root",
+        default="/models",
+        help="the folder as the server sees it (the Docker volume's target)",
+    )
+    args = parser.parse_args(argv)
+    config_file = export_suite_models(args.folder.resolve(), args.container_root)
+    print(f"wrote {config_file}")
+    print(
+        export_suite_models.__doc__.split("conformance suite:", 1)[1].replace(
+            "FOLDER", str(args.folder.resolve())
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

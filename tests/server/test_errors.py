@@ -194,10 +194,9 @@ def test_long_error_messages_are_truncated(predict_stub):
 
 
 def test_grpc_client_on_the_rest_port(server):
-    own_server_only()  # an external server's REST port is not known here
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    port = server.rest_port
+    port = server.address.rest_port
     with grpc.insecure_channel(f"localhost:{port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         error = rpc_error(stub.Predict, predict_request(), timeout=10)
