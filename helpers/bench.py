@@ -38,9 +38,11 @@ from helpers import config
 DEFAULTS = {"requests": 2000, "duration": 5.0, "rate": 300.0, "sustain": 60.0}
 QUICK = {"requests": 300, "duration": 2.0, "rate": 300.0, "sustain": 5.0}
 CONCURRENCY = (1, 4, 16)
+#: A short timeout keeps the cost at low concurrency small; one batch thread lets batches fill
+#: while it is busy.
 BATCHING_PARAMETERS = """\
-max_batch_size { value: 16 }
-batch_timeout_micros { value: 1000 }
+max_batch_size { value: 32 }
+batch_timeout_micros { value: 200 }
 max_enqueued_batches { value: 1000 }
 num_batch_threads { value: 1 }
 """
