@@ -7,6 +7,12 @@ child process, where TensorFlow is imported.
     from helpers.server import start_server, connect
     with start_server() as server:          # python -m helpers.server --port=8500 ...
         ...                                  # server.grpc_target, server.rest_url
+
+Inside (one module per concern): flags (the command line), config_files (text protos),
+app (start-up and shutdown), models (versions, policies, labels, polling), servable (one loaded
+SavedModel), tensors (TensorProto <-> NumPy), errors (TF Serving's codes and messages),
+grpc_service (PredictionService, ModelService), health, batching, tls, rest and metrics
+(REST API, Prometheus), process (this package's Python API).
 """
 
 from __future__ import annotations
