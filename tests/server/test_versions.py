@@ -133,7 +133,7 @@ def test_hot_reload_under_load_has_zero_failed_calls(live, model_store):
 
 
 def test_corrupt_version_keeps_the_previous_one_serving(live):
-    _server, base, channel = live
+    server, base, channel = live
     broken = base / ".writing-4"
     (broken / "variables").mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
@@ -143,6 +143,13 @@ def test_corrupt_version_keeps_the_previous_one_serving(live):
         what="version 4 to fail",
     )
     assert state[1] != ""  # the load error is reported in GetModelStatus
+    # --max_num_load_retries=1: one first attempt, one retry, then the version gives up.
+    failures = [
+        line
+        for line in server.log_lines()
+        if "Loading servable: {name: mnist version: 4} failed" in line
+    ]
+    assert len(failures) == 2
     assert _states(channel)[3][0] == "AVAILABLE"
     assert _served_version(channel) == 3
 
