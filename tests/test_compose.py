@@ -47,13 +47,22 @@ def pinned(package: str) -> str:
 def entrypoint_flags(service: dict) -> list[str]:
     """What the tensorflow/serving image's entrypoint passes before the compose `command:`."""
     name = service["environment"]["MODEL_NAME"]
-    return ["--port=8500", "--rest_api_port=8501", f"--model_name={name}",
-            f"--model_base_path=/models/{name}"]
+    return [
+        "--port=8500",
+        "--rest_api_port=8501",
+        f"--model_name={name}",
+        f"--model_base_path=/models/{name}",
+    ]
 
 
 def test_services(services):
-    assert set(services) == {"model-init", "tf-serving", "jupyter", "embedded-server",
-                             "jupyter-embedded"}
+    assert set(services) == {
+        "model-init",
+        "tf-serving",
+        "jupyter",
+        "embedded-server",
+        "jupyter-embedded",
+    }
     assert services["embedded-server"]["profiles"] == ["embedded"]
     assert services["jupyter-embedded"]["profiles"] == ["embedded"]
     assert "profiles" not in services["tf-serving"] and "profiles" not in services["jupyter"]
@@ -198,17 +207,27 @@ def test_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_port(services, 
     rest_port = free_port()
     while rest_port == grpc_port:
         rest_port = free_port()
-    with start_server(tmp_path / "mnist", "mnist", grpc_port=grpc_port, rest_port=rest_port,
-                      timeout=120) as server:
-        live = subprocess.run(healthcheck_command(services, server.rest_port),
-                              capture_output=True, text=True, timeout=30)
+    with start_server(
+        tmp_path / "mnist", "mnist", grpc_port=grpc_port, rest_port=rest_port, timeout=120
+    ) as server:
+        live = subprocess.run(
+            healthcheck_command(services, server.rest_port),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert live.returncode == 0, live.stderr
         # The gRPC port speaks HTTP/2 only: no model status there, so the check must fail.
-        wrong = subprocess.run(healthcheck_command(services, server.grpc_port),
-                               capture_output=True, text=True, timeout=30)
+        wrong = subprocess.run(
+            healthcheck_command(services, server.grpc_port),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert wrong.returncode != 0
-    dead = subprocess.run(healthcheck_command(services, rest_port),
-                          capture_output=True, text=True, timeout=30)
+    dead = subprocess.run(
+        healthcheck_command(services, rest_port), capture_output=True, text=True, timeout=30
+    )
     assert dead.returncode != 0
 
 
@@ -235,10 +254,19 @@ def test_docker_compose_config_accepts_the_file():
     env = {**os.environ, "COMPOSE_PROFILES": "embedded"}
     result = subprocess.run(
         [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
-    assert set(resolved) == {"model-init", "tf-serving", "jupyter", "embedded-server",
-                             "jupyter-embedded"}
+    assert set(resolved) == {
+        "model-init",
+        "tf-serving",
+        "jupyter",
+        "embedded-server",
+        "jupyter-embedded",
+    }
     assert re.fullmatch(r"\d+:\d+", resolved["jupyter"]["user"])  # ${COURSE_UID:-1000}:...

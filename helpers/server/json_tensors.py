@@ -311,8 +311,11 @@ def parse_request(body: bytes | str) -> dict:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Expecting ',' delimiter":
-            closer = "}' after an object member" if _innermost_container(
-                text, err.pos) == "{" else "]' after an array element"
+            closer = (
+                "}' after an object member"
+                if _innermost_container(text, err.pos) == "{"
+                else "]' after an array element"
+            )
             reason = f"Missing a comma or '{closer}."
         else:
             reason = _PARSE_ERRORS.get(err.msg, err.msg + ".")
@@ -352,11 +355,7 @@ def _lossy_error(value: Any, target: str) -> ServingError:
 
 
 def _is_b64_object(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and len(value) == 1
-        and isinstance(value.get(B64_KEY), str)
-    )
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(B64_KEY), str)
 
 
 def _decode_b64(value: Any) -> bytes:
@@ -485,8 +484,10 @@ def _fast_array(value: Any, dtype: int, has_booleans: bool) -> np.ndarray | None
     only taken when the body holds no `true`/`false` and every value passes TF's range checks;
     anything else returns None and goes through `_fill`, which reports the exact error.
     """
-    if has_booleans or dtype not in _NUMPY_DTYPE or dtype in (
-        types_pb2.DT_STRING, types_pb2.DT_BOOL
+    if (
+        has_booleans
+        or dtype not in _NUMPY_DTYPE
+        or dtype in (types_pb2.DT_STRING, types_pb2.DT_BOOL)
     ):
         return None
     try:
@@ -598,9 +599,7 @@ def _rows_to_tensors(
                 )
         else:
             if is_element_object(element):
-                raise _invalid(
-                    f"Expecting value/list but got object at item {index} of input list"
-                )
+                raise _invalid(f"Expecting value/list but got object at item {index} of input list")
             try:
                 add_item(element, names[0])
             except ServingError as err:
@@ -653,8 +652,7 @@ def predict_inputs(
         instances = doc[INSTANCES_KEY]
         if not isinstance(instances, list):
             raise _invalid(
-                f"JSON Value: {json_value_to_string(doc)} Excepting 'instances' to be an "
-                "list/array"
+                f"JSON Value: {json_value_to_string(doc)} Excepting 'instances' to be an list/array"
             )
         if not instances:
             raise _invalid(
@@ -807,8 +805,10 @@ def _add_feature_value(value: Any, name: str, feature: Any) -> None:
                 f"Unexpected element type in feature: {name} expecting type: {names[current]}"
             )
 
-    if value is None or isinstance(value, list) or (
-        isinstance(value, dict) and not _is_b64_object(value)
+    if (
+        value is None
+        or isinstance(value, list)
+        or (isinstance(value, dict) and not _is_b64_object(value))
     ):
         raise _invalid(
             f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}"

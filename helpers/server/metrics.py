@@ -138,7 +138,9 @@ class ServingMetrics(Collector):
         """Metric families for prometheus_client, sample names exactly as TF Serving's."""
         with self._lock:
             yield _counter(
-                REQUEST_COUNT, "The total number of requests.", ("model_name", "status"),
+                REQUEST_COUNT,
+                "The total number of requests.",
+                ("model_name", "status"),
                 self._request_count,
             )
             latency = HistogramMetricFamily(
@@ -156,17 +158,22 @@ class ServingMetrics(Collector):
                 examples.add_metric([model], histogram.buckets(), histogram.sum)
             yield examples
             yield _counter(
-                EXAMPLE_COUNT_TOTAL, "The total number of tensorflow.Examples.", ("model",),
+                EXAMPLE_COUNT_TOTAL,
+                "The total number of tensorflow.Examples.",
+                ("model",),
                 {(k,): v for k, v in self._example_total.items()},
             )
             yield _counter(
-                LOAD_ATTEMPT_COUNT, "The number of times a SavedModel was successfully loaded.",
-                ("model_path", "status"), self._load_attempts,
+                LOAD_ATTEMPT_COUNT,
+                "The number of times a SavedModel was successfully loaded.",
+                ("model_path", "status"),
+                self._load_attempts,
             )
             yield _counter(
                 LOAD_LATENCY,
                 "Latency in microseconds for SavedModels that were successfully loaded.",
-                ("model_path",), {(k,): v for k, v in self._load_latency.items()},
+                ("model_path",),
+                {(k,): v for k, v in self._load_latency.items()},
             )
 
     def render(self) -> bytes:

@@ -108,8 +108,7 @@ def parse_route(method: str, path: str) -> Route:
         raise malformed
     if version is not None and label is not None:
         raise _invalid(
-            f"Both model version ({version}) and model version label ({label}) cannot be "
-            "supplied."
+            f"Both model version ({version}) and model version label ({label}) cannot be supplied."
         )
     if not name:
         raise _invalid("Missing model name in request.")
@@ -122,9 +121,7 @@ def status_json(response: Any) -> str:
 
     for version_status in response.model_version_status:
         version_status.status.SetInParent()
-    text = json_format.MessageToJson(
-        response, indent=1, always_print_fields_with_no_presence=True
-    )
+    text = json_format.MessageToJson(response, indent=1, always_print_fields_with_no_presence=True)
     return text + "\n"
 
 
@@ -149,12 +146,7 @@ def metadata_json(servable: Any) -> str:
     }
     spec_text = json_format.MessageToJson(spec, **options) + "\n"
     signature_text = json_format.MessageToJson(signatures, **options) + "\n"
-    return (
-        "{\n"
-        f'"model_spec":{spec_text},\n'
-        f'"metadata": {{"signature_def": {signature_text}}}\n'
-        "}\n"
-    )
+    return f'{{\n"model_spec":{spec_text},\n"metadata": {{"signature_def": {signature_text}}}\n}}\n'
 
 
 class RestApi:
@@ -185,9 +177,7 @@ class RestApi:
         count = len(getattr(request_input, examples).examples) if examples else 0
         self.metrics.record_example_count(route.model_name, count)
         if route.kind == "classify":
-            return json_tensors.classify_response(
-                servable.classify(signature_name, request_input)
-            )
+            return json_tensors.classify_response(servable.classify(signature_name, request_input))
         return json_tensors.regress_response(servable.regress(signature_name, request_input))
 
     def _predict(self, route: Route, doc: dict, signature_name: str, body: bytes) -> str:
@@ -198,9 +188,7 @@ class RestApi:
             raise _invalid(f'Serving signature name: "{key}" not found in signature def')
         input_types = {alias: info.dtype for alias, info in signature.inputs.items()}
         if not input_types:
-            raise _invalid(
-                f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
-            )
+            raise _invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
         has_booleans = b"true" in body or b"false" in body
         inputs, row_format = json_tensors.predict_inputs(
             doc, input_types, has_booleans=has_booleans
@@ -339,12 +327,18 @@ class RestServer:
             error = _as_serving_error(exc)
         else:
             self.metrics.record_request(
-                route.model_name, _METRICS_API[route.kind], "REST", "OK",
+                route.model_name,
+                _METRICS_API[route.kind],
+                "REST",
+                "OK",
                 time.perf_counter() - started,
             )
             return web.Response(text=text, content_type="application/json")
         self.metrics.record_request(
-            route.model_name, _METRICS_API[route.kind], "REST", error.code.name,
+            route.model_name,
+            _METRICS_API[route.kind],
+            "REST",
+            error.code.name,
             time.perf_counter() - started,
         )
         return self._error_response(error)

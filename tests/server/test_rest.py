@@ -137,8 +137,10 @@ def test_model_status_lists_versions(server):
 
 
 def test_model_status_of_one_version(server):
-    latest = max(int(s["version"]) for s in ok_json(
-        call(server, "GET", f"/v1/models/{MNIST}"))["model_version_status"])
+    latest = max(
+        int(s["version"])
+        for s in ok_json(call(server, "GET", f"/v1/models/{MNIST}"))["model_version_status"]
+    )
     body = ok_json(call(server, "GET", f"/v1/models/{MNIST}/versions/{latest}"))
     assert [s["version"] for s in body["model_version_status"]] == [str(latest)]
 
@@ -166,10 +168,18 @@ def test_metadata_shape_and_field_names(server):
 
 def test_metadata_of_a_version_and_a_label(server):
     own_server_only()
-    assert ok_json(call(server, "GET", f"/v1/models/{MNIST}/versions/2/metadata"))[
-        "model_spec"]["version"] == "2"
-    assert ok_json(call(server, "GET", f"/v1/models/{MNIST}/labels/stable/metadata"))[
-        "model_spec"]["version"] == "1"
+    assert (
+        ok_json(call(server, "GET", f"/v1/models/{MNIST}/versions/2/metadata"))["model_spec"][
+            "version"
+        ]
+        == "2"
+    )
+    assert (
+        ok_json(call(server, "GET", f"/v1/models/{MNIST}/labels/stable/metadata"))["model_spec"][
+            "version"
+        ]
+        == "1"
+    )
 
 
 # =============================================================================== predict, MNIST
@@ -209,12 +219,24 @@ def test_floats_print_like_tf_serving(server):
 # =============================================================================== classify / regress
 def test_classify_and_regress(server):
     own_server_only()
-    classes = ok_json(call(server, "POST", f"/v1/models/{TOY}:classify",
-                           {"signature_name": "classify", "examples": [{"x": 0.0}, {"x": 2.0}]}))
+    classes = ok_json(
+        call(
+            server,
+            "POST",
+            f"/v1/models/{TOY}:classify",
+            {"signature_name": "classify", "examples": [{"x": 0.0}, {"x": 2.0}]},
+        )
+    )
     assert [[label for label, _ in row] for row in classes["results"]] == [["neg", "pos"]] * 2
     assert classes["results"][0][1][1] == pytest.approx(0.5)
-    values = ok_json(call(server, "POST", f"/v1/models/{TOY}:regress",
-                          {"signature_name": "regress", "examples": [{"x": 1.0}, {"x": 2.5}]}))
+    values = ok_json(
+        call(
+            server,
+            "POST",
+            f"/v1/models/{TOY}:regress",
+            {"signature_name": "regress", "examples": [{"x": 1.0}, {"x": 2.5}]},
+        )
+    )
     assert values == {"results": [3.0, 6.0]}
 
 
@@ -229,31 +251,38 @@ def test_classify_with_context(server):
 def test_several_inputs_and_outputs_row_format(rest_server):
     body = {"instances": [{"a": [1, 2], "b": [3, 4.5]}, {"a": [0, 1], "b": [1, 1]}]}
     predictions = ok_json(call(rest_server, "POST", f"/v1/models/{REST_MODEL}:predict", body))
-    assert predictions == {"predictions": [
-        {"product": [3.0, 9.0], "total": [4.0, 6.5]},
-        {"product": [0.0, 1.0], "total": [1.0, 2.0]},
-    ]}
+    assert predictions == {
+        "predictions": [
+            {"product": [3.0, 9.0], "total": [4.0, 6.5]},
+            {"product": [0.0, 1.0], "total": [1.0, 2.0]},
+        ]
+    }
 
 
 def test_several_inputs_and_outputs_columnar(rest_server):
     body = {"inputs": {"a": [[1, 2], [0, 1]], "b": [[3, 4.5], [1, 1]]}}
     outputs = ok_json(call(rest_server, "POST", f"/v1/models/{REST_MODEL}:predict", body))
-    assert outputs == {"outputs": {"product": [[3.0, 9.0], [0.0, 1.0]],
-                                   "total": [[4.0, 6.5], [1.0, 2.0]]}}
+    assert outputs == {
+        "outputs": {"product": [[3.0, 9.0], [0.0, 1.0]], "total": [[4.0, 6.5], [1.0, 2.0]]}
+    }
 
 
 def test_bytes_alias_uses_b64_both_ways(rest_server):
     body = {"signature_name": "bytes", "instances": [{"b64": "aGVsbG8="}, {"b64": "AP8="}]}
     predictions = ok_json(call(rest_server, "POST", f"/v1/models/{REST_MODEL}:predict", body))
-    assert predictions == {"predictions": [
-        {"payload_bytes": {"b64": "aGVsbG8="}, "size": 5},
-        {"payload_bytes": {"b64": "AP8="}, "size": 2},
-    ]}
+    assert predictions == {
+        "predictions": [
+            {"payload_bytes": {"b64": "aGVsbG8="}, "size": 5},
+            {"payload_bytes": {"b64": "AP8="}, "size": 2},
+        ]
+    }
 
 
 def test_every_json_dtype_round_trips(rest_server):
-    body = {"signature_name": "types",
-            "instances": [{"i32": -3, "i64": 2**40, "flag": True, "dbl": 0.1}]}
+    body = {
+        "signature_name": "types",
+        "instances": [{"i32": -3, "i64": 2**40, "flag": True, "dbl": 0.1}],
+    }
     predictions = ok_json(call(rest_server, "POST", f"/v1/models/{REST_MODEL}:predict", body))
     assert predictions == {"predictions": [{"dbl": 0.1, "flag": True, "i32": -3, "i64": 2**40}]}
 
@@ -261,49 +290,135 @@ def test_every_json_dtype_round_trips(rest_server):
 # =============================================================================== errors
 ERROR_ROWS = [
     # (method, path, body, HTTP status, exact message)
-    ("POST", f"/v1/models/{MNIST}:predict", {"instances": [1], "inputs": [1]}, 400,
-     'JSON Value: {\n    "instances": [\n        1\n    ],\n    "inputs": [\n        1\n    ]\n} '
-     "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "),
-    ("POST", f"/v1/models/{MNIST}:predict", {"instances": 5}, 400,
-     "JSON Value: {\n    \"instances\": 5\n} Excepting 'instances' to be an list/array"),
-    ("POST", f"/v1/models/{MNIST}:predict", {"instances": []}, 400,
-     "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
-    ("POST", f"/v1/models/{MNIST}:predict", {"signature_name": "serving_default"}, 400,
-     "Missing 'inputs' or 'instances' key"),
-    ("POST", f"/v1/models/{MNIST}:predict", {"inputs": "seven"}, 400,
-     'JSON Value: "seven" Type: String is not of expected type: float'),
-    ("POST", f"/v1/models/{MNIST}:predict", {"instances": [[[0.5, 0.5], [0.5]]]}, 400,
-     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-     "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
-    ("POST", f"/v1/models/{MNIST}:predict", {"instances": [[0.5, 0.5], [0.5]]}, 400,
-     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
-     "Expecting tensor size: 2 but got: 1"),
-    ("POST", f"/v1/models/{MNIST}:predict", {"signature_name": "nope", "instances": [1]}, 400,
-     'Serving signature name: "nope" not found in signature def'),
-    ("POST", f"/v1/models/{MNIST}:predict", {"signature_name": 1, "instances": [1]}, 400,
-     'JSON Value: {\n    "signature_name": 1,\n    "instances": [\n        1\n    ]\n} '
-     "not formatted correctly. 'signature_name' key must be a string value."),
-    ("POST", f"/v1/models/{MNIST}:predict", "{", 400,
-     "JSON Parse error: Missing a name for object member. at offset: 1"),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"instances": [1], "inputs": [1]},
+        400,
+        'JSON Value: {\n    "instances": [\n        1\n    ],\n'
+        '    "inputs": [\n        1\n    ]\n} '
+        "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"instances": 5},
+        400,
+        "JSON Value: {\n    \"instances\": 5\n} Excepting 'instances' to be an list/array",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"instances": []},
+        400,
+        "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"signature_name": "serving_default"},
+        400,
+        "Missing 'inputs' or 'instances' key",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"inputs": "seven"},
+        400,
+        'JSON Value: "seven" Type: String is not of expected type: float',
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"instances": [[[0.5, 0.5], [0.5]]]},
+        400,
+        "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "Encountered list at unexpected size: 1 at level: 1 expected size: 2",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"instances": [[0.5, 0.5], [0.5]]},
+        400,
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "Expecting tensor size: 2 but got: 1",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"signature_name": "nope", "instances": [1]},
+        400,
+        'Serving signature name: "nope" not found in signature def',
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        {"signature_name": 1, "instances": [1]},
+        400,
+        'JSON Value: {\n    "signature_name": 1,\n    "instances": [\n        1\n    ]\n} '
+        "not formatted correctly. 'signature_name' key must be a string value.",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:predict",
+        "{",
+        400,
+        "JSON Parse error: Missing a name for object member. at offset: 1",
+    ),
     ("POST", f"/v1/models/{MNIST}:predict", "", 400, "JSON Parse error: The document is empty"),
     ("POST", f"/v1/models/{MNIST}:predict", "[1]", 400, "JSON Value: [\n    1\n] Is not object"),
-    ("POST", f"/v1/models/{MNIST}:explode", {}, 400,
-     f"Malformed request: POST /v1/models/{MNIST}:explode"),
-    ("GET", f"/v1/models/{MNIST}/versions/one", None, 400,
-     f"Malformed request: GET /v1/models/{MNIST}/versions/one"),
+    (
+        "POST",
+        f"/v1/models/{MNIST}:explode",
+        {},
+        400,
+        f"Malformed request: POST /v1/models/{MNIST}:explode",
+    ),
+    (
+        "GET",
+        f"/v1/models/{MNIST}/versions/one",
+        None,
+        400,
+        f"Malformed request: GET /v1/models/{MNIST}/versions/one",
+    ),
     ("PUT", f"/v1/models/{MNIST}", "{}", 400, f"Malformed request: PUT /v1/models/{MNIST}"),
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
-    ("POST", "/v1/models/nope:predict", {"instances": [1]}, 404,
-     "Servable not found for request: Latest(nope)"),
-    ("POST", f"/v1/models/{MNIST}/versions/99:predict", {"instances": [1]}, 404,
-     f"Servable not found for request: Specific({MNIST}, 99)"),
-    ("GET", f"/v1/models/{MNIST}/versions/99/metadata", None, 404,
-     f"Servable not found for request: Specific({MNIST}, 99)"),
-    ("GET", f"/v1/models/{MNIST}/versions/99", None, 404,
-     f"Could not find version 99 of model {MNIST}"),
+    (
+        "POST",
+        "/v1/models/nope:predict",
+        {"instances": [1]},
+        404,
+        "Servable not found for request: Latest(nope)",
+    ),
+    (
+        "POST",
+        f"/v1/models/{MNIST}/versions/99:predict",
+        {"instances": [1]},
+        404,
+        f"Servable not found for request: Specific({MNIST}, 99)",
+    ),
+    (
+        "GET",
+        f"/v1/models/{MNIST}/versions/99/metadata",
+        None,
+        404,
+        f"Servable not found for request: Specific({MNIST}, 99)",
+    ),
+    (
+        "GET",
+        f"/v1/models/{MNIST}/versions/99",
+        None,
+        404,
+        f"Could not find version 99 of model {MNIST}",
+    ),
     ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
-    ("POST", f"/v1/models/{MNIST}/labels/nope:predict", {"instances": [1]}, 400,
-     "Unrecognized servable version label: nope"),
+    (
+        "POST",
+        f"/v1/models/{MNIST}/labels/nope:predict",
+        {"instances": [1]},
+        400,
+        "Unrecognized servable version label: nope",
+    ),
 ]
 
 
@@ -322,51 +437,73 @@ def test_unknown_paths_are_plain_404(server):
 
 def test_classify_errors(server):
     assert error(call(server, "POST", f"/v1/models/{MNIST}:classify", {"examples": []})) == (
-        400, "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array")
+        400,
+        "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array",
+    )
     assert error(call(server, "POST", f"/v1/models/{MNIST}:regress", {"examples": [1]})) == (
-        400, "Example must be JSON object but got JSON Number")
+        400,
+        "Example must be JSON object but got JSON Number",
+    )
 
 
 def test_errors_of_several_inputs(rest_server):
     path = f"/v1/models/{REST_MODEL}:predict"
     assert error(call(rest_server, "POST", path, {"instances": [[1, 2]]})) == (
-        400, "instances is a plain list, but expecting list of objects as multiple input "
-             "tensors required as per tensorinfo_map")
+        400,
+        "instances is a plain list, but expecting list of objects as multiple input "
+        "tensors required as per tensorinfo_map",
+    )
     assert error(call(rest_server, "POST", path, {"inputs": {"a": [[1, 2]]}})) == (
-        400, "Missing named input: b in 'inputs' object.")
+        400,
+        "Missing named input: b in 'inputs' object.",
+    )
     assert error(call(rest_server, "POST", path, {"instances": [{"a": [1.0, 2.0]}]})) == (
-        400, "Failed to process element: 0 of 'instances' list. JSON object: "
-             '{\n    "a": [\n        1.0,\n        2.0\n    ]\n} must only have keys: a,b')
-    status, message = error(call(rest_server, "POST", path,
-                                 {"inputs": {"a": [[1, 2]] * 3, "b": [[1, 2]] * 2}}))
+        400,
+        "Failed to process element: 0 of 'instances' list. JSON object: "
+        '{\n    "a": [\n        1.0,\n        2.0\n    ]\n} must only have keys: a,b',
+    )
+    status, message = error(
+        call(rest_server, "POST", path, {"inputs": {"a": [[1, 2]] * 3, "b": [[1, 2]] * 2}})
+    )
     assert status == 400 and message.startswith("Incompatible shapes: [3,2] vs. [2,2]")
 
 
 def test_type_and_precision_errors(rest_server):
     path = f"/v1/models/{REST_MODEL}:predict"
-    body = {"signature_name": "types", "inputs": {"i32": [1.5], "i64": [1], "flag": [True],
-                                                   "dbl": [1.0]}}
+    body = {
+        "signature_name": "types",
+        "inputs": {"i32": [1.5], "i64": [1], "flag": [True], "dbl": [1.0]},
+    }
     assert error(call(rest_server, "POST", path, body)) == (
-        400, "JSON Value: 1.5 Type: Number is not of expected type: int32")
+        400,
+        "JSON Value: 1.5 Type: Number is not of expected type: int32",
+    )
     body["inputs"]["i32"], body["inputs"]["flag"] = [1], [1]
     assert error(call(rest_server, "POST", path, body)) == (
-        400, "JSON Value: 1 Type: Number is not of expected type: bool")
+        400,
+        "JSON Value: 1 Type: Number is not of expected type: bool",
+    )
     lossy = {"signature_name": "ragged_out", "inputs": [16777217]}
     assert error(call(rest_server, "POST", path, lossy)) == (
-        400, "Cannot convert JSON value: 16777217 to float without loss of precision.")
+        400,
+        "Cannot convert JSON value: 16777217 to float without loss of precision.",
+    )
     bad_b64 = {"signature_name": "bytes", "instances": [{"b64": "%%%"}]}
     assert error(call(rest_server, "POST", path, bad_b64)) == (
-        400, "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-             "Unable to base64 decode")
+        400,
+        "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "Unable to base64 decode",
+    )
 
 
 def test_outputs_that_do_not_fit_row_format(rest_server):
     path = f"/v1/models/{REST_MODEL}:predict"
-    assert error(call(rest_server, "POST", path,
-                      {"signature_name": "ragged_out", "instances": [1.0, 2.0]})) == (
-        400, "Tensor name: y has inconsistent batch size: 2 expecting: 3")
-    columns = ok_json(call(rest_server, "POST", path,
-                           {"signature_name": "ragged_out", "inputs": [1.0, 2.0]}))
+    assert error(
+        call(rest_server, "POST", path, {"signature_name": "ragged_out", "instances": [1.0, 2.0]})
+    ) == (400, "Tensor name: y has inconsistent batch size: 2 expecting: 3")
+    columns = ok_json(
+        call(rest_server, "POST", path, {"signature_name": "ragged_out", "inputs": [1.0, 2.0]})
+    )
     assert columns == {"outputs": {"fixed": [1.0, 2.0, 3.0], "y": [1.0, 2.0]}}
 
 
@@ -404,7 +541,8 @@ def test_metrics_of_the_embedded_server_label_rest_calls(server):
     text = call(server, "GET", "/monitoring/prometheus/metrics").text
     assert re.search(
         r':tensorflow:serving:request_latency_count\{API="predict",entrypoint="REST",'
-        r'model_name="mnist"\} [1-9]', text
+        r'model_name="mnist"\} [1-9]',
+        text,
     )
     assert re.search(
         r':tensorflow:serving:request_count\{model_name="nope",status="NOT_FOUND"\} [1-9]', text

@@ -26,9 +26,17 @@ def inputs_of(body: str, types=FLOAT, **kwargs):
 # ----------------------------------------------------------------------------- numbers
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0.1, "0.1"), (1.0, "1.0"), (3.14159265, "3.14159274"), (1e-5, "1e-05"),
-     (123456789.0, "123456792.0"), (-0.0, "-0.0"), (float("nan"), "NaN"),
-     (float("inf"), "Infinity"), (float("-inf"), "-Infinity")],
+    [
+        (0.1, "0.1"),
+        (1.0, "1.0"),
+        (3.14159265, "3.14159274"),
+        (1e-5, "1e-05"),
+        (123456789.0, "123456792.0"),
+        (-0.0, "-0.0"),
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        (float("-inf"), "-Infinity"),
+    ],
 )
 def test_float32_prints_like_tf_serving(value, text):
     assert jt.format_decimal(value) == text
@@ -53,14 +61,23 @@ def test_json_value_to_string_uses_rapidjson_layout():
     [
         ("", "JSON Parse error: The document is empty"),
         ("{", "JSON Parse error: Missing a name for object member. at offset: 1"),
-        ('{"a" 1}',
-         "JSON Parse error: Missing a colon after a name of object member. at offset: 5"),
-        ('{"a": [1 2]}',
-         "JSON Parse error: Missing a comma or ']' after an array element. at offset: 9"),
-        ('{"a": 1 "b": 2}',
-         "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"),
-        ('{"a": 1} x',
-         "JSON Parse error: The document root must not be followed by other values. at offset: 9"),
+        (
+            '{"a" 1}',
+            "JSON Parse error: Missing a colon after a name of object member. at offset: 5",
+        ),
+        (
+            '{"a": [1 2]}',
+            "JSON Parse error: Missing a comma or ']' after an array element. at offset: 9",
+        ),
+        (
+            '{"a": 1 "b": 2}',
+            "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8",
+        ),
+        (
+            '{"a": 1} x',
+            "JSON Parse error: The document root must not be followed by other values."
+            " at offset: 9",
+        ),
         ("[1]", "JSON Value: [\n    1\n] Is not object"),
     ],
 )
@@ -100,44 +117,83 @@ def test_row_format_named_inputs():
 @pytest.mark.parametrize(
     ("body", "types", "message"),
     [
-        ('{"instances": 5}', FLOAT,
-         "JSON Value: {\n    \"instances\": 5\n} Excepting 'instances' to be an list/array"),
-        ('{"instances": []}', FLOAT,
-         "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
-        ('{"instances": [1], "inputs": [1]}', FLOAT,
-         'JSON Value: {\n    "instances": [\n        1\n    ],\n'
-         '    "inputs": [\n        1\n    ]\n} '
-         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "),
+        (
+            '{"instances": 5}',
+            FLOAT,
+            "JSON Value: {\n    \"instances\": 5\n} Excepting 'instances' to be an list/array",
+        ),
+        (
+            '{"instances": []}',
+            FLOAT,
+            "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array",
+        ),
+        (
+            '{"instances": [1], "inputs": [1]}',
+            FLOAT,
+            'JSON Value: {\n    "instances": [\n        1\n    ],\n'
+            '    "inputs": [\n        1\n    ]\n} '
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        ),
         ('{"signature_name": ""}', FLOAT, "Missing 'inputs' or 'instances' key"),
-        ('{"instances": [[1, 2], [1]]}', FLOAT,
-         "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
-         "Expecting tensor size: 2 but got: 1"),
-        ('{"instances": [[[1, 2], [1]]]}', FLOAT,
-         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-         "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
-        ('{"instances": [[1, [2]]]}', FLOAT,
-         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-         "Encountered list at unexpected level: 1 expected < 1"),
-        ('{"instances": [[1, 2], [3, 4, 5]]}', FLOAT,
-         "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
-         "Expecting tensor size: 2 but got: 3"),
-        ('{"instances": [["a"]]}', FLOAT,
-         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-         'JSON Value: "a" Type: String is not of expected type: float'),
-        ('{"instances": [1, 2]}', TWO,
-         "instances is a plain list, but expecting list of objects as multiple input tensors "
-         "required as per tensorinfo_map"),
-        ('{"instances": [{"a": [1.0]}]}', TWO,
-         "Failed to process element: 0 of 'instances' list. JSON object: "
-         '{\n    "a": [\n        1.0\n    ]\n} must only have keys: a,b'),
-        ('{"instances": [{"a": 1, "b": 1, "c": 1}]}', TWO,
-         "Failed to process element: 0 key: c of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON object: does not have named input: c"),
-        ('{"instances": [{"a": 1, "b": 1}, [1]]}', TWO,
-         "Expecting object but got list at item 1 of input list"),
-        ('{"instances": [{"a": 1, "b": 1.5}]}', TWO,
-         "Failed to process element: 0 key: b of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON Value: 1.5 Type: Number is not of expected type: int64"),
+        (
+            '{"instances": [[1, 2], [1]]}',
+            FLOAT,
+            "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "Expecting tensor size: 2 but got: 1",
+        ),
+        (
+            '{"instances": [[[1, 2], [1]]]}',
+            FLOAT,
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "Encountered list at unexpected size: 1 at level: 1 expected size: 2",
+        ),
+        (
+            '{"instances": [[1, [2]]]}',
+            FLOAT,
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "Encountered list at unexpected level: 1 expected < 1",
+        ),
+        (
+            '{"instances": [[1, 2], [3, 4, 5]]}',
+            FLOAT,
+            "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "Expecting tensor size: 2 but got: 3",
+        ),
+        (
+            '{"instances": [["a"]]}',
+            FLOAT,
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+            'JSON Value: "a" Type: String is not of expected type: float',
+        ),
+        (
+            '{"instances": [1, 2]}',
+            TWO,
+            "instances is a plain list, but expecting list of objects as multiple input tensors "
+            "required as per tensorinfo_map",
+        ),
+        (
+            '{"instances": [{"a": [1.0]}]}',
+            TWO,
+            "Failed to process element: 0 of 'instances' list. JSON object: "
+            '{\n    "a": [\n        1.0\n    ]\n} must only have keys: a,b',
+        ),
+        (
+            '{"instances": [{"a": 1, "b": 1, "c": 1}]}',
+            TWO,
+            "Failed to process element: 0 key: c of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON object: does not have named input: c",
+        ),
+        (
+            '{"instances": [{"a": 1, "b": 1}, [1]]}',
+            TWO,
+            "Expecting object but got list at item 1 of input list",
+        ),
+        (
+            '{"instances": [{"a": 1, "b": 1.5}]}',
+            TWO,
+            "Failed to process element: 0 key: b of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON Value: 1.5 Type: Number is not of expected type: int64",
+        ),
     ],
 )
 def test_row_format_errors(body, types, message):
@@ -161,18 +217,33 @@ def test_columnar_single_and_named_inputs():
         ('{"inputs": "a"}', FLOAT, 'JSON Value: "a" Type: String is not of expected type: float'),
         ('{"inputs": [true]}', FLOAT, "JSON Value: true Type: True is not of expected type: float"),
         ('{"inputs": [null]}', FLOAT, "JSON Value: null Type: Null is not of expected type: float"),
-        ('{"inputs": [16777217]}', FLOAT,
-         "Cannot convert JSON value: 16777217 to float without loss of precision."),
-        ('{"inputs": [1e39]}', FLOAT,
-         "Cannot convert JSON value: 1e+39 to float without loss of precision."),
-        ('{"inputs": [1, 2]}', TWO,
-         "inputs is a plain value/list, but expecting an object as multiple input tensors "
-         "required as per tensorinfo_map"),
+        (
+            '{"inputs": [16777217]}',
+            FLOAT,
+            "Cannot convert JSON value: 16777217 to float without loss of precision.",
+        ),
+        (
+            '{"inputs": [1e39]}',
+            FLOAT,
+            "Cannot convert JSON value: 1e+39 to float without loss of precision.",
+        ),
+        (
+            '{"inputs": [1, 2]}',
+            TWO,
+            "inputs is a plain value/list, but expecting an object as multiple input tensors "
+            "required as per tensorinfo_map",
+        ),
         ('{"inputs": {"a": [1.0]}}', TWO, "Missing named input: b in 'inputs' object."),
-        ('{"inputs": [[1], 2]}', FLOAT,
-         "JSON Value: 2 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
-        ('{"inputs": [{"x": 1}]}', FLOAT,
-         'JSON Value: {\n    "x": 1\n} Type: Object is not of expected type: float'),
+        (
+            '{"inputs": [[1], 2]}',
+            FLOAT,
+            "JSON Value: 2 found at incorrect level: 2 in the JSON DOM. Expected at level: 2",
+        ),
+        (
+            '{"inputs": [{"x": 1}]}',
+            FLOAT,
+            'JSON Value: {\n    "x": 1\n} Type: Object is not of expected type: float',
+        ),
     ],
 )
 def test_columnar_errors(body, types, message):
@@ -212,9 +283,10 @@ def test_base64_strings():
     doc = {"inputs": [{"b64": "aGk="}, "plain"]}
     arrays, _ = jt.predict_inputs(doc, {"v": types_pb2.DT_STRING})
     assert arrays["v"].tolist() == [b"hi", b"plain"]
-    assert error_of(
-        jt.predict_inputs, {"inputs": [{"b64": "!!"}]}, {"v": types_pb2.DT_STRING}
-    ).message == "Unable to base64 decode"
+    assert (
+        error_of(jt.predict_inputs, {"inputs": [{"b64": "!!"}]}, {"v": types_pb2.DT_STRING}).message
+        == "Unable to base64 decode"
+    )
     assert error_of(
         jt.predict_inputs, {"inputs": [{"b64": "aGk=", "x": 1}]}, {"v": types_pb2.DT_STRING}
     ).message.endswith("not formatted correctly for base64 data")
@@ -245,8 +317,12 @@ def test_row_response_several_outputs_are_objects():
         "k_bytes": np.array([b"a", b"b"], object),
     }
     doc = json.loads(jt.predict_response(outputs, True))
-    assert doc == {"predictions": [{"k_bytes": {"b64": "YQ=="}, "p": [0.5]},
-                                   {"k_bytes": {"b64": "Yg=="}, "p": [0.25]}]}
+    assert doc == {
+        "predictions": [
+            {"k_bytes": {"b64": "YQ=="}, "p": [0.5]},
+            {"k_bytes": {"b64": "Yg=="}, "p": [0.25]},
+        ]
+    }
 
 
 def test_columnar_response():
@@ -266,8 +342,10 @@ def test_columnar_response():
         ({}, "Cannot convert empty tensor map to JSON"),
         ({"y": np.float32(1)}, "Tensor name: y has no shape information "),
         ({"y": np.zeros((0, 2), np.float32)}, "Tensor name: y has invalid batch size: 0"),
-        ({"a": np.zeros(3, np.float32), "b": np.zeros(2, np.float32)},
-         "Tensor name: b has inconsistent batch size: 2 expecting: 3"),
+        (
+            {"a": np.zeros(3, np.float32), "b": np.zeros(2, np.float32)},
+            "Tensor name: b has inconsistent batch size: 2 expecting: 3",
+        ),
         ({"y": np.zeros(2, np.float16)}, "Failed to write JSON value for tensor type: half"),
     ],
 )
@@ -296,19 +374,26 @@ def test_examples_become_tf_examples():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({}, "JSON Value: {} When method is classify, key 'examples' is expected and was "
-             "not found"),
-        ({"examples": 1}, "JSON Value: {\n    \"examples\": 1\n} Expecting 'examples' value "
-                          "to be an list/array"),
-        ({"examples": []}, "JSON Value: {\n    \"examples\": []\n} 'examples' value is an "
-                           "empty array"),
+        (
+            {},
+            "JSON Value: {} When method is classify, key 'examples' is expected and was not found",
+        ),
+        (
+            {"examples": 1},
+            "JSON Value: {\n    \"examples\": 1\n} Expecting 'examples' value to be an list/array",
+        ),
+        (
+            {"examples": []},
+            "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array",
+        ),
         ({"examples": [1]}, "Example must be JSON object but got JSON Number"),
-        ({"examples": [{"x": [1, 1.5]}]},
-         "Unexpected element type in feature: x expecting type: int64"),
+        (
+            {"examples": [{"x": [1, 1.5]}]},
+            "Unexpected element type in feature: x expecting type: int64",
+        ),
         ({"examples": [{"x": None}]}, "Feature: x has element with unexpected JSON type: Null"),
         ({"examples": [{"x": [[1]]}]}, "Feature: x has element with unexpected JSON type: Array"),
-        ({"examples": [{"x": 2**63}]},
-         "Feature: x has uint64 element. Only int64 is supported."),
+        ({"examples": [{"x": 2**63}]}, "Feature: x has uint64 element. Only int64 is supported."),
     ],
 )
 def test_examples_errors(doc, message):

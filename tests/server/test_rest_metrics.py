@@ -72,13 +72,17 @@ def test_examples_and_model_loads():
     m.record_model_load("/models/mnist/2", False, 0.1)
     got = samples(m)
     assert got[(":tensorflow:serving:request_example_count_total", (("model", "toy"),))] == 3
-    assert got[(":tensorflow:serving:request_example_counts_bucket",
-                (("le", "4"), ("model", "toy")))] == 1
+    assert (
+        got[(":tensorflow:serving:request_example_counts_bucket", (("le", "4"), ("model", "toy")))]
+        == 1
+    )
     attempts = ":tensorflow:cc:saved_model:load_attempt_count"
     assert got[(attempts, (("model_path", "/models/mnist/1"), ("status", "success")))] == 1
     assert got[(attempts, (("model_path", "/models/mnist/2"), ("status", "fail")))] == 1
-    assert got[(":tensorflow:cc:saved_model:load_latency",
-                (("model_path", "/models/mnist/1"),))] == 250_000
+    assert (
+        got[(":tensorflow:cc:saved_model:load_latency", (("model_path", "/models/mnist/1"),))]
+        == 250_000
+    )
 
 
 def test_own_registry_leaves_the_global_one_alone():

@@ -65,8 +65,12 @@ class FakeManager:
 @pytest.fixture
 def rest():
     server = start_rest_server(
-        FakeManager(), "127.0.0.1", 0, timeout_ms=2000,
-        monitoring_path="/monitoring/prometheus/metrics", serving_metrics=ServingMetrics(),
+        FakeManager(),
+        "127.0.0.1",
+        0,
+        timeout_ms=2000,
+        monitoring_path="/monitoring/prometheus/metrics",
+        serving_metrics=ServingMetrics(),
     )
     yield server
     server.stop()
@@ -105,8 +109,11 @@ def test_routes(method, path, route):
         ("DELETE", "/v1/models/m", "Malformed request: DELETE /v1/models/m"),
         ("GET", "/v1/models/", "Malformed request: GET /v1/models/"),
         ("GET", "/v1/models", "Missing model name in request."),
-        ("GET", "/v1/models/m/versions/99999999999999999999",
-         "Failed to convert version: 99999999999999999999 to numeric."),
+        (
+            "GET",
+            "/v1/models/m/versions/99999999999999999999",
+            "Failed to convert version: 99999999999999999999 to numeric.",
+        ),
     ],
 )
 def test_route_errors(method, path, message):
@@ -169,7 +176,8 @@ def test_a_slow_call_does_not_block_others(rest):
 def test_timeout_answers_504(rest):
     reply = requests.post(url(rest, "/v1/models/fake:predict"), json={"inputs": [-3.0]})
     assert (reply.status_code, reply.json()) == (
-        504, {"error": "Timed out waiting for notification"}
+        504,
+        {"error": "Timed out waiting for notification"},
     )
 
 
