@@ -403,3 +403,31 @@ def test_reload_config_moves_labels_and_reports_refusals(served_mnist, served_ch
     )
     client.reload_config(served_channel, client.build_model_config("mnist", base))
     assert client.wait_until_available(served_channel, "mnist", timeout=30) == 1
+
+
+@pytest.fixture(scope="module")
+def served_cnn(tmp_path_factory):
+    """The embedded server with an (untrained) CNN: notebook 04's version 2 architecture."""
+    from helpers.export import export_model
+    from helpers.model import build_model
+    from helpers.server.process import free_port, start_server
+
+    base = tmp_path_factory.mktemp("cnn")
+    export_model(build_model("cnn"), "mnist", 1, base_dir=base)
+    handle = start_server(base / "mnist", grpc_port=free_port(), rest_port=free_port())
+    yield handle
+    handle.stop()
+
+
+def test_a_missing_batch_dimension_is_invalid_argument_for_the_cnn_too(served_cnn):
+    """Notebook 05 makes this mistake on purpose, whichever model is served."""
+    channel = client.open_channel(served_cnn.grpc_target)
+    try:
+        request = client.make_predict_request(np.zeros((28, 28, 1), np.float32), "mnist", "image")
+        with pytest.raises(grpc.RpcError) as caught:
+            client._prediction_stub(channel).Predict(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert served_cnn.is_running()
+        assert client.predict(channel, np.zeros((1, 28, 28), np.uint8)).shape == (1, 10)
+    finally:
+        channel.close()
