@@ -32,9 +32,8 @@ def _group(nodeid: str) -> str:
     path = nodeid.split("::")[0]
     if path.startswith("notebooks/"):
         return f"notebook {Path(path).stem} (nbval)"
-    if path == "tests/test_notebooks.py":
-        name = nodeid.split("[", 1)[-1].rstrip("]") if "[" in nodeid else "?"
-        return f"notebook {name} (papermill)"
+    if path == "tests/test_notebooks.py" and "[" in nodeid:
+        return f"notebook {nodeid.split('[', 1)[-1].rstrip(']')} (papermill)"
     if path.startswith("tests/server/"):
         return "server conformance"
     if path == "tests/test_hygiene.py":

@@ -62,6 +62,41 @@ def check_03(records):
     assert records["max_difference"] <= 1e-6
 
 
+def check_04(records):
+    assert records["first_version"] == 1
+    assert (records["input_key"], records["output_key"]) == ("image", "probabilities")
+    assert 0 < records["v2_live_seconds"] < 30
+    assert records["accuracy_v1"] >= 0.8 and 0.0 <= records["accuracy_v2"] <= 1.0
+    assert records["version_after_rollback"] == 1
+
+
+def check_05(records):
+    assert records["requests_identical"] is True and records["decoders_agree"] is True
+    assert records["channel_reuse_speedup"] > 1
+    assert records["preprocessed_accuracy"] >= 0.8
+    assert 0.0 <= records["raw_pixels_accuracy"] <= 1.0
+    assert records["error_codes"] == {
+        "missing batch dimension": "INVALID_ARGUMENT",
+        "float64 pixels": "INVALID_ARGUMENT",
+        "raw 0-255 pixels": "none (silent)",
+        "wrong input key": "INVALID_ARGUMENT",
+        "unknown model": "NOT_FOUND",
+        "unknown version": "NOT_FOUND",
+        "unknown label": "INVALID_ARGUMENT",
+        "unknown signature": "FAILED_PRECONDITION",
+        "response over the receive limit": "RESOURCE_EXHAUSTED",
+        "server down": "UNAVAILABLE",
+        "REST port used for gRPC": "UNAVAILABLE",
+    }
+
+
+def check_06(records):
+    assert records["num_images"] == 300
+    assert records["accuracy"] >= 0.8 and records["server_matches_local"] is True
+    assert (records["drawn_one_label"], records["drawn_seven_label"]) == (1, 7)
+    assert abs(records["num_mistakes"] - (1 - records["accuracy"]) * 300) <= 1
+
+
 #: notebook -> (small parameters, checks on what it recorded)
 CASES = {
     "00_check_your_environment": ({"DOCKER_TIMEOUT": 2.0}, check_00),
@@ -71,6 +106,12 @@ CASES = {
     ),
     "02_train_the_model": ({"EPOCHS": 2, "MIN_ACCURACY": 0.85}, check_02),
     "03_export_and_inspect": ({}, check_03),
+    "04_serve_the_model": ({"V2_EPOCHS": 1, "V2_TRAIN_IMAGES": 2000}, check_04),
+    "05_call_it_over_grpc": (
+        {"NUM_IMAGES": 256, "TIMING_CALLS": 20, "CONCURRENT_CALLS": 16},
+        check_05,
+    ),
+    "06_visualise_predictions": ({"NUM_IMAGES": 300, "BATCH_SIZE": 64, "GRID_SIZE": 16}, check_06),
 }
 
 
