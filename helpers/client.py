@@ -12,7 +12,7 @@ fields that some clients and servers use). No `tf.make_tensor_proto` / `tf.make_
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,17 +328,21 @@ def wait_until_available(
     *,
     timeout: float = 60.0,
     poll_interval: float = 0.2,
+    check: Callable[[], None] | None = None,
 ) -> int:
     """Poll GetModelStatus until the model (or that version) is AVAILABLE; return the version.
 
     Polling asks the server itself, so it waits exactly as long as loading takes, unlike a
     fixed `sleep`. A version that failed to load stops the wait at once with the server's error.
-    `channel` may also be a ModelServiceStub.
+    `channel` may also be a ModelServiceStub. `check` runs before every poll and may raise to
+    stop waiting (a server process that died will never answer).
     """
     stub = _model_stub(channel)
     deadline = time.monotonic() + timeout
     last_answer = "no answer yet"
     while True:
+        if check is not None:
+            check()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             what = f"version {version} of model {model_name!r}" if version else repr(model_name)

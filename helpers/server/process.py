@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,48 +84,26 @@ def wait_for_model(
     """Poll GetModelStatus on `target` until the model (or `version`) is AVAILABLE.
 
     Returns the available version. Raises TimeoutError, or ServerStartError if `is_alive()`
-    turns False (the server process died).
+    turns False (the server process died). The polling itself is the client's own
+    (`helpers.client.wait_until_available`): a notebook waits for a server the same way.
     """
     import grpc
-    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = model_name
-    if version is not None:
-        request.model_spec.version.value = version
+    from helpers import client
+
+    def check() -> None:
+        if is_alive is not None and not is_alive():
+            raise ServerStartError("the server process exited")
+
     channel = (
         grpc.secure_channel(target, credentials)
         if credentials is not None
         else grpc.insecure_channel(target)
     )
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
     try:
-        stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        while True:
-            if is_alive is not None and not is_alive():
-                raise ServerStartError("the server process exited")
-            try:
-                response = stub.GetModelStatus(request, timeout=2.0)
-                statuses = response.model_version_status
-                versions = [s.version for s in statuses if s.state == available]
-                if versions:
-                    return max(versions)
-                last = "; ".join(
-                    f"version {s.version}: "
-                    f"{get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}"
-                    + (f" ({s.status.error_message})" if s.status.error_message else "")
-                    for s in response.model_version_status
-                )
-            except grpc.RpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"model '{model_name}' was not AVAILABLE at {target} within {timeout:.0f} s "
-                    f"(last answer: {last})"
-                )
-            time.sleep(0.1)
+        return client.wait_until_available(
+            channel, model_name, version, timeout=timeout, poll_interval=0.1, check=check
+        )
     finally:
         channel.close()
 
