@@ -28,7 +28,7 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml helpers/kernel.py
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "No Python 3.10-3.13 found on PATH: install one, or run make PYTHON=/path/to/python3.12 ..." >&2; exit 1; fi
 	@echo "Setting up $(VENV) with $$($(PYTHON) --version) (first run: a few minutes, ~3 GB)..."

@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # before gRPC starts: helpers/__init__
 os.environ.setdefault("MNIST_SOURCE", "offline")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -29,7 +29,8 @@ def kernel_spec() -> dict:
         ],
         "display_name": DISPLAY_NAME,
         "language": "python",
-        "env": {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        # No TensorFlow start-up noise; no gRPC fork handlers (see helpers/__init__.py).
+        "env": {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_ENABLE_FORK_SUPPORT": "false"},
         "metadata": {"debugger": True},
     }
 
