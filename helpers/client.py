@@ -116,7 +116,7 @@ def _model_stub(channel: Any) -> model_service_pb2_grpc.ModelServiceStub:
 # Tensors: NumPy <-> TensorProto without TensorFlow
 # --------------------------------------------------------------------------------------
 
-_DTYPE_TO_NUMPY: dict[int, np.dtype] = {
+DTYPE_TO_NUMPY: dict[int, np.dtype] = {
     types_pb2.DT_FLOAT: np.dtype(np.float32),
     types_pb2.DT_DOUBLE: np.dtype(np.float64),
     types_pb2.DT_HALF: np.dtype(np.float16),
@@ -133,12 +133,13 @@ _DTYPE_TO_NUMPY: dict[int, np.dtype] = {
     types_pb2.DT_COMPLEX128: np.dtype(np.complex128),
     types_pb2.DT_STRING: np.dtype(object),
 }
-_NUMPY_TO_DTYPE: dict[np.dtype, int] = {
-    v: k for k, v in _DTYPE_TO_NUMPY.items() if k != types_pb2.DT_STRING
+NUMPY_TO_DTYPE: dict[np.dtype, int] = {
+    v: k for k, v in DTYPE_TO_NUMPY.items() if k != types_pb2.DT_STRING
 }
 
 # Where a TensorProto keeps its values when `tensor_content` is empty (tensor.proto).
-_VALUE_FIELD: dict[int, str] = {
+# The embedded server reads and writes TensorProtos with these same tables.
+VALUE_FIELD: dict[int, str] = {
     types_pb2.DT_FLOAT: "float_val",
     types_pb2.DT_DOUBLE: "double_val",
     types_pb2.DT_HALF: "half_val",
@@ -161,8 +162,8 @@ def dtype_name(dtype_enum: int) -> str:
     """NumPy-style name of a TensorFlow `DataType` enum value, e.g. DT_FLOAT -> "float32"."""
     if dtype_enum == types_pb2.DT_STRING:
         return "string"
-    if dtype_enum in _DTYPE_TO_NUMPY:
-        return _DTYPE_TO_NUMPY[dtype_enum].name
+    if dtype_enum in DTYPE_TO_NUMPY:
+        return DTYPE_TO_NUMPY[dtype_enum].name
     return types_pb2.DataType.Name(dtype_enum).removeprefix("DT_").lower()
 
 
@@ -184,12 +185,12 @@ def encode_tensor(values: Any, dtype: Any = None) -> tensor_pb2.TensorProto:
         )
         return proto
     native = array.dtype.newbyteorder("=")
-    if native not in _NUMPY_TO_DTYPE:
-        supported = ", ".join(sorted(d.name for d in _NUMPY_TO_DTYPE))
+    if native not in NUMPY_TO_DTYPE:
+        supported = ", ".join(sorted(d.name for d in NUMPY_TO_DTYPE))
         raise TypeError(
             f"Cannot encode an array of dtype {array.dtype}; convert it to one of: {supported}."
         )
-    proto.dtype = _NUMPY_TO_DTYPE[native]
+    proto.dtype = NUMPY_TO_DTYPE[native]
     proto.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     return proto
 
@@ -201,16 +202,16 @@ def decode_tensor(proto: tensor_pb2.TensorProto) -> np.ndarray:
     `int_val`, ...). Like TensorFlow, a typed field shorter than the shape is padded with
     its last value (TF Serving may send one value for a tensor of identical values).
     """
-    if proto.dtype not in _DTYPE_TO_NUMPY:
+    if proto.dtype not in DTYPE_TO_NUMPY:
         name = types_pb2.DataType.Name(proto.dtype) if proto.dtype else "DT_INVALID"
         raise TypeError(f"Cannot decode a tensor of type {name} with NumPy.")
-    dtype = _DTYPE_TO_NUMPY[proto.dtype]
+    dtype = DTYPE_TO_NUMPY[proto.dtype]
     shape = tuple(dim.size for dim in proto.tensor_shape.dim)
     count = int(np.prod(shape, dtype=np.int64))
     if proto.tensor_content:
         flat = np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype)
     else:
-        flat = _typed_values(proto, dtype)
+        flat = typed_values(proto, dtype)
     if flat.size == count:
         return flat.reshape(shape)
     if flat.size == 0:
@@ -225,8 +226,9 @@ def decode_tensor(proto: tensor_pb2.TensorProto) -> np.ndarray:
     )
 
 
-def _typed_values(proto: tensor_pb2.TensorProto, dtype: np.dtype) -> np.ndarray:
-    values = getattr(proto, _VALUE_FIELD[proto.dtype])
+def typed_values(proto: tensor_pb2.TensorProto, dtype: np.dtype) -> np.ndarray:
+    """The values of a TensorProto's typed field (`float_val`, ...) as a flat array."""
+    values = getattr(proto, VALUE_FIELD[proto.dtype])
     if proto.dtype == types_pb2.DT_STRING:
         return np.array(list(values), dtype=object)
     if proto.dtype == types_pb2.DT_HALF:  # half_val holds the 16-bit patterns as ints

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
+from helpers.client import DTYPE_TO_NUMPY
 from helpers.server.errors import ServingError
 
 #: The request keys TF Serving reads.
@@ -42,19 +43,22 @@ _UINT64 = (0, 2**64)
 #: Largest integer a float / double holds exactly, as TF Serving's lossless check uses it.
 _MAX_EXACT_INT = {types_pb2.DT_FLOAT: 2**24 - 1, types_pb2.DT_DOUBLE: 2**53 - 1}
 
-#: DataType -> NumPy dtype of the tensor a JSON request becomes.
+#: DataType -> NumPy dtype of the tensor a JSON request becomes (the types JSON can carry).
 _NUMPY_DTYPE: dict[int, np.dtype] = {
-    types_pb2.DT_FLOAT: np.dtype(np.float32),
-    types_pb2.DT_DOUBLE: np.dtype(np.float64),
-    types_pb2.DT_INT32: np.dtype(np.int32),
-    types_pb2.DT_INT16: np.dtype(np.int16),
-    types_pb2.DT_INT8: np.dtype(np.int8),
-    types_pb2.DT_UINT8: np.dtype(np.uint8),
-    types_pb2.DT_INT64: np.dtype(np.int64),
-    types_pb2.DT_UINT32: np.dtype(np.uint32),
-    types_pb2.DT_UINT64: np.dtype(np.uint64),
-    types_pb2.DT_BOOL: np.dtype(np.bool_),
-    types_pb2.DT_STRING: np.dtype(object),
+    data_type: DTYPE_TO_NUMPY[data_type]
+    for data_type in (
+        types_pb2.DT_FLOAT,
+        types_pb2.DT_DOUBLE,
+        types_pb2.DT_INT32,
+        types_pb2.DT_INT16,
+        types_pb2.DT_INT8,
+        types_pb2.DT_UINT8,
+        types_pb2.DT_INT64,
+        types_pb2.DT_UINT32,
+        types_pb2.DT_UINT64,
+        types_pb2.DT_BOOL,
+        types_pb2.DT_STRING,
+    )
 }
 _SMALL_INTS = (types_pb2.DT_INT32, types_pb2.DT_INT16, types_pb2.DT_INT8, types_pb2.DT_UINT8)
 

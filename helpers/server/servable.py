@@ -308,7 +308,7 @@ class Servable:
                 continue
             feeds: dict[str, np.ndarray] = {}
             for alias, info in signature.inputs.items():
-                dtype = tensors.NUMPY_DTYPE.get(info.dtype)
+                dtype = tensors.DTYPE_TO_NUMPY.get(info.dtype)
                 if info.tensor_shape.unknown_rank or dtype is None or dtype.kind == "O":
                     log.info(
                         "Skipping warm-up of signature %s of servable version "
@@ -470,7 +470,7 @@ def _classification_result(
                 f"Expected Tensor shape: [batch_size num_classes] but got {_shape_string(tensor)}"
             )
         if not dtype_ok(tensor):
-            got = types_pb2.DataType.Name(tensors.DATA_TYPE.get(tensor.dtype, 0))
+            got = types_pb2.DataType.Name(tensors.NUMPY_TO_DTYPE.get(tensor.dtype, 0))
             raise invalid_argument(f"Expected {label} Tensor of {dtype_name}. Got: {got}")
         if tensor.shape[0] != num_examples:
             raise invalid_argument(
@@ -515,7 +515,7 @@ def _regression_result(
             f"{num_examples} vs. {tensor.shape[0]}"
         )
     if tensor.dtype != np.float32:
-        got = types_pb2.DataType.Name(tensors.DATA_TYPE.get(tensor.dtype, 0))
+        got = types_pb2.DataType.Name(tensors.NUMPY_TO_DTYPE.get(tensor.dtype, 0))
         raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {got}")
     result = regression_pb2.RegressionResult()
     for value in tensor.ravel().tolist():

@@ -1,6 +1,7 @@
 """TensorProto <-> NumPy, fast, and the way TF Serving encodes them.
 
-Requests are decoded without TensorFlow's Python helpers: `tensor_content` goes through
+The dtype tables are the client's (helpers.client), so both ends agree on them. Requests are
+decoded without TensorFlow's Python helpers: `tensor_content` goes through
 `np.frombuffer` (no copy) and typed `*_val` fields through one `np.fromiter`/`np.array` call.
 Responses are encoded like TF Serving's default (`Tensor::AsProtoField`, predict_util.cc):
 values go in the typed repeated field (`float_val`, `int64_val`, ...), not `tensor_content`.
@@ -11,48 +12,8 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from helpers.client import DTYPE_TO_NUMPY, NUMPY_TO_DTYPE, VALUE_FIELD, typed_values
 from helpers.server.errors import invalid_argument
-
-#: DataType enum -> NumPy dtype, for the types a course client can send.
-NUMPY_DTYPE: dict[int, np.dtype] = {
-    types_pb2.DT_FLOAT: np.dtype(np.float32),
-    types_pb2.DT_DOUBLE: np.dtype(np.float64),
-    types_pb2.DT_INT32: np.dtype(np.int32),
-    types_pb2.DT_UINT8: np.dtype(np.uint8),
-    types_pb2.DT_INT16: np.dtype(np.int16),
-    types_pb2.DT_INT8: np.dtype(np.int8),
-    types_pb2.DT_INT64: np.dtype(np.int64),
-    types_pb2.DT_BOOL: np.dtype(np.bool_),
-    types_pb2.DT_UINT16: np.dtype(np.uint16),
-    types_pb2.DT_UINT32: np.dtype(np.uint32),
-    types_pb2.DT_UINT64: np.dtype(np.uint64),
-    types_pb2.DT_HALF: np.dtype(np.float16),
-    types_pb2.DT_COMPLEX64: np.dtype(np.complex64),
-    types_pb2.DT_COMPLEX128: np.dtype(np.complex128),
-    types_pb2.DT_STRING: np.dtype(object),
-}
-
-#: NumPy dtype -> DataType enum (the reverse, for responses).
-DATA_TYPE: dict[np.dtype, int] = {v: k for k, v in NUMPY_DTYPE.items() if k != types_pb2.DT_STRING}
-
-#: Which repeated field holds each DataType's values (TensorProto's layout).
-_VALUE_FIELD: dict[int, str] = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_INT16: "int_val",
-    types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val",
-    types_pb2.DT_HALF: "half_val",
-    types_pb2.DT_COMPLEX64: "scomplex_val",
-    types_pb2.DT_COMPLEX128: "dcomplex_val",
-    types_pb2.DT_STRING: "string_val",
-}
 
 
 def decode(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
@@ -63,7 +24,7 @@ def decode(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if proto.tensor_shape.unknown_rank or any(s < 0 for s in shape):
         raise invalid_argument(f"tensor parsing error: {alias}")
-    dtype = NUMPY_DTYPE.get(proto.dtype)
+    dtype = DTYPE_TO_NUMPY.get(proto.dtype)
     if dtype is None:
         return _decode_with_tensorflow(proto, alias)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -72,18 +33,7 @@ def decode(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
         if len(content) != count * dtype.itemsize:
             raise invalid_argument(f"tensor parsing error: {alias}")
         return np.frombuffer(content, dtype=dtype).reshape(shape)
-    field = _VALUE_FIELD[proto.dtype]
-    values = getattr(proto, field)
-    if proto.dtype == types_pb2.DT_HALF:
-        flat = np.array(values, dtype=np.uint16).view(np.float16)
-    elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
-        pairs = np.array(values, dtype=np.float64 if dtype.itemsize == 16 else np.float32)
-        flat = (pairs[0::2] + 1j * pairs[1::2]).astype(dtype)
-    elif proto.dtype == types_pb2.DT_STRING:
-        flat = np.empty(len(values), dtype=object)
-        flat[:] = list(values)
-    else:
-        flat = np.array(values, dtype=dtype)
+    flat = typed_values(proto, dtype)
     if flat.size == count:
         return flat.reshape(shape)
     if flat.size > count:
@@ -119,7 +69,7 @@ def encode(
         values = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
         proto.string_val.extend(values)
     else:
-        data_type = DATA_TYPE.get(array.dtype)
+        data_type = NUMPY_TO_DTYPE.get(array.dtype)
         if data_type is None:
             import tensorflow as tf
 
@@ -131,9 +81,9 @@ def encode(
             proto.half_val.extend(flat.view(np.uint16).astype(np.int32).tolist())
         elif data_type in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
             pairs = np.stack([flat.real, flat.imag], axis=-1).ravel()
-            getattr(proto, _VALUE_FIELD[data_type]).extend(pairs.tolist())
+            getattr(proto, VALUE_FIELD[data_type]).extend(pairs.tolist())
         else:
-            getattr(proto, _VALUE_FIELD[data_type]).extend(flat.tolist())
+            getattr(proto, VALUE_FIELD[data_type]).extend(flat.tolist())
     proto.tensor_shape.CopyFrom(shape_proto(array.shape))
     return proto
 
