@@ -103,18 +103,22 @@ def predict_request(model_name: str, image: np.ndarray):
 
 
 # ------------------------------------------------------------------------------ measurements
+def _latency_row(measurement: str, times_ms: Sequence[float]) -> Row:
+    """A table row of one latency measurement: p50 as the value, p99 as the detail."""
+    p50, p99 = percentiles(times_ms)
+    return Row(
+        measurement, f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms", {"p50_ms": p50, "p99_ms": p99}
+    )
+
+
 def measure_in_process(version_path: Path, count: int) -> Row:
     """The SavedModel's signature called in this process: the floor for any served call."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(version_path)).signatures["serving_default"]
     image = tf.constant(image_batch(1))
-    p50, p99 = percentiles(time_calls(lambda: signature(image=image), count))
-    return Row(
-        "in-process signature call",
-        f"p50 {p50:.3f} ms",
-        f"p99 {p99:.3f} ms",
-        {"p50_ms": p50, "p99_ms": p99},
+    return _latency_row(
+        "in-process signature call", time_calls(lambda: signature(image=image), count)
     )
 
 
@@ -126,13 +130,7 @@ def measure_grpc_latency(target: str, model_name: str, count: int) -> Row:
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         times = time_calls(lambda: stub.Predict(request, timeout=10), count)
-    p50, p99 = percentiles(times)
-    return Row(
-        "gRPC Predict, one image",
-        f"p50 {p50:.3f} ms",
-        f"p99 {p99:.3f} ms",
-        {"p50_ms": p50, "p99_ms": p99},
-    )
+    return _latency_row("gRPC Predict, one image", times)
 
 
 def measure_rest_latency(rest_url: str, model_name: str, count: int) -> Row:
@@ -147,13 +145,7 @@ def measure_rest_latency(rest_url: str, model_name: str, count: int) -> Row:
             response.raise_for_status()
 
         times = time_calls(call, count)
-    p50, p99 = percentiles(times)
-    return Row(
-        "REST predict, one image",
-        f"p50 {p50:.3f} ms",
-        f"p99 {p99:.3f} ms",
-        {"p50_ms": p50, "p99_ms": p99},
-    )
+    return _latency_row("REST predict, one image", times)
 
 
 async def _closed_loop(target: str, model_name: str, concurrency: int, seconds: float):
