@@ -1,9 +1,12 @@
 """`python -m helpers.server`: start the embedded model server from TF Serving's flags.
 
 Order of start-up: flags and configuration files are checked first (a typo fails in a second,
-with one line, before TensorFlow is imported); then the ports are bound (a port in use is
-refused, never shared); then the models load; then the server runs until SIGTERM/SIGINT (or the
---parent_pid process ends), when it stops taking calls, finishes the ones in flight and exits 0.
+with one line, before TensorFlow is imported); then the ports are checked (a port in use is
+refused, never shared); then the models load; only then are the ports opened, as TF Serving
+opens them after its initial models have loaded (server.cc: ServerCore::Create runs before the
+gRPC server is built), so a client that connects earlier is refused rather than answered
+NOT_FOUND. The server runs until SIGTERM/SIGINT (or the --parent_pid process ends), when it
+stops taking calls, finishes the ones in flight and exits 0.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -94,7 +98,7 @@ class ModelServer:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        """Bind the ports (fast failure), then load TensorFlow, the services and the models."""
+        """Check the ports (fast failure), load TensorFlow and the models, then open the ports."""
         import grpc
 
         from helpers.server.tls import TLSConfigError, server_credentials
@@ -106,6 +110,20 @@ class ModelServer:
             extra = channel_arguments(flags.grpc_channel_arguments)
         except FlagError as exc:
             raise StartupError(str(exc)) from None
+        credentials = None
+        if self.configs["ssl"] is not None:
+            try:
+                credentials = server_credentials(self.configs["ssl"])
+            except TLSConfigError as exc:
+                raise StartupError(f"Invalid SSL config: {exc}") from None
+        address = f"{flags.host}:{flags.port}"
+        if not _port_is_free(flags.host, flags.port):
+            raise StartupError(_port_taken(address))
+        if flags.rest_api_port and not _port_is_free(flags.host, flags.rest_api_port):
+            raise StartupError(
+                f"could not bind the REST port {flags.host}:{flags.rest_api_port}: it is in use "
+                "by another process (choose another --rest_api_port, or 0 to disable REST)"
+            )
         batch_size = 0
         if flags.enable_batching:
             params = self.configs["batching"]
@@ -120,21 +138,6 @@ class ModelServer:
         overridden = {key for key, _ in extra}  # --grpc_channel_arguments win, as in TF Serving
         options = [(k, v) for k, v in defaults if k not in overridden] + extra
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
-        address = f"{flags.host}:{flags.port}"
-        try:
-            if self.configs["ssl"] is not None:
-                bound = server.add_secure_port(address, server_credentials(self.configs["ssl"]))
-            else:
-                bound = server.add_insecure_port(address)
-        except TLSConfigError as exc:
-            raise StartupError(f"Invalid SSL config: {exc}") from None
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise StartupError(
-                f"could not bind the gRPC port {address}: it is in use by another process "
-                "(stop that server or choose another --port)"
-            )
         self.grpc_server = server
 
         # Only now the heavy imports (TensorFlow): a taken port was refused in well under a second.
@@ -174,14 +177,25 @@ class ModelServer:
             names.append(health_module.SERVICE_NAME)
         names.append(reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        server.start()
-        self._start_rest()
 
         try:
             self.manager.start(self.configs["models"])
         except ServingError as exc:
             raise StartupError(f"{exc.code.name}: {exc.message}") from None
-        tls = " (TLS)" if self.configs["ssl"] is not None else ""
+
+        # The initial models are loaded: open the ports, as TF Serving does.
+        try:
+            if credentials is not None:
+                bound = server.add_secure_port(address, credentials)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise StartupError(_port_taken(address))
+        self._start_rest()  # before gRPC: a client that sees gRPC answer finds REST up too
+        server.start()
+        tls = " (TLS)" if credentials is not None else ""
         log.info("Running gRPC ModelServer at %s%s ...", address, tls)
         if self.rest_handle is not None:
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
@@ -266,6 +280,34 @@ class ModelServer:
         if self.batcher is not None:
             self.batcher.close()
         log.info("Server stopped")
+
+
+def _port_taken(address: str) -> str:
+    return (
+        f"could not bind the gRPC port {address}: it is in use by another process "
+        "(stop that server or choose another --port)"
+    )
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    """True if `host:port` can be bound now: nothing listens there (sharing not allowed).
+
+    SO_REUSEADDR on POSIX lets the check pass over connections of a stopped server still in
+    TIME_WAIT (gRPC binds with it too), but never over a live listener.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        if os.name == "posix":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError:
+            return False
+    return True
 
 
 def _read_bytes(path: str) -> bytes | None:
