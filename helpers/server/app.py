@@ -44,11 +44,17 @@ log = logging.getLogger("helpers.server")
 MAX_MESSAGE_BYTES = 2**31 - 1
 #: Seconds a stopping server gives calls in flight to finish.
 STOP_GRACE_SECONDS = 5.0
+#: How often --parent_pid is checked.
+PARENT_CHECK_SECONDS = 0.25
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
 class StartupError(RuntimeError):
     """The server cannot start; the message is the one line printed before exiting."""
+
+
+class StoppedDuringStartup(RuntimeError):
+    """SIGTERM/SIGINT or the parent's death arrived before the models had loaded."""
 
 
 def _setup_logging() -> None:
@@ -95,6 +101,16 @@ class ModelServer:
         self.health: Any = None
         self.batcher: Any = None
         self.manager: Any = None
+
+    def request_stop(self) -> None:
+        """Stop now, whatever the state: serving, loading, or waiting to retry a failed load.
+
+        Safe from a signal handler and from any thread; the main thread does the stopping.
+        """
+        self.stopping.set()
+        manager = self.manager
+        if manager is not None:
+            manager.stop()  # ends start-up's wait, load retries and new loads at once
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -167,6 +183,8 @@ class ModelServer:
             on_load=self._attach_batcher if self.batcher is not None else None,
         )
         self.manager = ModelManager(manager_options, on_change=self._on_availability)
+        if self.stopping.is_set():  # a stop that came while TensorFlow was being imported
+            raise StoppedDuringStartup()
         names = add_services(server, self.manager)
         if flags.enable_grpc_healthcheck_service:
             from grpc_health.v1 import health as health_module
@@ -178,9 +196,15 @@ class ModelServer:
         names.append(reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
 
+        from helpers.server.models import Stopped
+
         try:
             self.manager.start(self.configs["models"])
+        except Stopped:
+            raise StoppedDuringStartup() from None
         except ServingError as exc:
+            if self.stopping.is_set():
+                raise StoppedDuringStartup() from None
             raise StartupError(f"{exc.code.name}: {exc.message}") from None
 
         # The initial models are loaded: open the ports, as TF Serving does.
@@ -251,10 +275,10 @@ class ModelServer:
 
     def _watch_parent(self) -> None:
         pid = self.flags.parent_pid
-        while not self.stopping.wait(1.0):
+        while not self.stopping.wait(PARENT_CHECK_SECONDS):
             if not _process_alive(pid):
                 log.info("Parent process %d ended: stopping", pid)
-                self.stopping.set()
+                self.request_stop()
                 return
 
     # ------------------------------------------------------------------ stop
@@ -294,19 +318,37 @@ def _port_is_free(host: str, port: int) -> bool:
 
     SO_REUSEADDR on POSIX lets the check pass over connections of a stopped server still in
     TIME_WAIT (gRPC binds with it too), but never over a live listener.
+
+    Every address the host name resolves to is checked: `localhost` is both 127.0.0.1 and
+    ::1, and a port held on either one is taken (a client of `localhost:PORT` may reach it).
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
         return False
-    family, kind, proto, _, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        if os.name == "posix":
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if host == "localhost":  # gRPC resolves it to both, whatever /etc/hosts says
+        infos += [
+            (socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", port)),
+            (socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::1", port, 0, 0)),
+        ]
+    seen = set()
+    for family, kind, proto, _, sockaddr in infos:
+        if (family, sockaddr[:2]) in seen:
+            continue
+        seen.add((family, sockaddr[:2]))
         try:
-            probe.bind(sockaddr)
-        except OSError:
-            return False
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # no IPv6 on this machine: nothing can listen there either
+            continue
+        with probe:
+            if os.name == "posix":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError:
+                return False
     return True
 
 
@@ -368,16 +410,35 @@ def main(argv: list[str] | None = None) -> int:
 
     server = ModelServer(flags, configs)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: server.stopping.set())
+        signal.signal(signum, lambda *_: server.request_stop())
     started = time.monotonic()
     try:
         server.start()
     except StartupError as exc:
         server.stop(quiet=True)
         log.error("Failed to start server. Error: %s", exc)
-        return 1
+        return _exit_now(1)
+    except StoppedDuringStartup:
+        log.info("Stop requested before the models finished loading")
+        server.stop()
+        return _exit_now(0)
     log.info("Server ready in %.1f s", time.monotonic() - started)
     while not server.stopping.wait(0.5):
         pass
     server.stop()
-    return 0
+    return _exit_now(0)
+
+
+def _exit_now(code: int) -> int:
+    """Exit at once, the grace period being over.
+
+    A Session run that ignored the grace period (a call with no deadline) or a model load
+    still inside TensorFlow would otherwise keep the interpreter alive at exit, joining its
+    worker threads for as long as TensorFlow takes. The log is flushed first.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return code  # main() run inside a test's thread: leave the process alone
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

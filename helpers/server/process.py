@@ -134,7 +134,12 @@ class ServerProcess:
         child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         child_env["PYTHONUNBUFFERED"] = "1"
         kwargs: dict[str, Any] = {}
-        if sys.platform.startswith("linux"):
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends, so it is only
+        # used from the main thread; from any other thread --parent_pid alone follows the
+        # process (a notebook or test starting a server in a worker thread keeps it).
+        if sys.platform.startswith("linux") and (
+            threading.current_thread() is threading.main_thread()
+        ):
             kwargs["preexec_fn"] = _die_with_parent
         self._process = subprocess.Popen(
             args,
