@@ -273,6 +273,12 @@ class ModelServer:
             except Exception as exc:  # noqa: BLE001 - keep serving the old config
                 log.error("ReloadConfig failed: %s", exc)
 
+    def _stop_rest(self) -> None:
+        try:
+            self.rest_handle.stop(timeout=STOP_GRACE_SECONDS)
+        except Exception:  # noqa: BLE001 - we are exiting anyway
+            log.exception("Stopping the REST server failed")
+
     def _watch_parent(self) -> None:
         pid = self.flags.parent_pid
         while not self.stopping.wait(PARENT_CHECK_SECONDS):
@@ -292,13 +298,15 @@ class ModelServer:
         log.info("Stopping: finishing calls in flight")
         if self.health is not None:
             self.health.shutdown()
+        # Both front ends stop at once, within one grace period (not one after the other).
+        rest_stopper = None
+        if self.rest_handle is not None:
+            rest_stopper = threading.Thread(target=self._stop_rest, name="rest-stop", daemon=True)
+            rest_stopper.start()
         if self.grpc_server is not None:
             self.grpc_server.stop(STOP_GRACE_SECONDS).wait()
-        if self.rest_handle is not None:
-            try:
-                self.rest_handle.stop()
-            except Exception:  # noqa: BLE001 - we are exiting anyway
-                log.exception("Stopping the REST server failed")
+        if rest_stopper is not None:
+            rest_stopper.join(STOP_GRACE_SECONDS + 1)
         if self.manager is not None:
             self.manager.close()
         if self.batcher is not None:

@@ -209,3 +209,40 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def test_sigterm_during_a_long_rest_call_exits_within_the_grace_period(model_store):
+    import requests
+
+    from helpers.server.app import STOP_GRACE_SECONDS
+    from helpers.server.process import free_port, start_server
+
+    grpc_port = free_port()
+    rest_port = free_port()
+    while rest_port == grpc_port:
+        rest_port = free_port()
+    server = start_server(model_store / TOY, TOY, grpc_port=grpc_port, rest_port=rest_port)
+    try:
+        url = f"{server.rest_url}/v1/models/{TOY}:predict"
+        body = {"signature_name": "spin", "inputs": {"n": 2**31 - 1}}
+        outcome: list = []
+
+        def call():
+            try:
+                outcome.append(requests.post(url, json=body, timeout=120).status_code)
+            except requests.RequestException as exc:
+                outcome.append(type(exc).__name__)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(1.0)  # the call is in the model
+        os.kill(server.pid, signal.SIGTERM)
+        code, seconds = _wait_exit(server, timeout=120)
+        print(f"exited {seconds:.2f} s after SIGTERM in a REST call (grace {STOP_GRACE_SECONDS} s)")
+        caller.join(60)
+        print(f"the REST caller got: {outcome}")
+        assert code == 0, "\n".join(server.log_lines()[-15:])
+        assert outcome  # the caller was not left hanging
+        assert not any("Traceback" in line for line in server.log_lines())
+    finally:
+        server.stop()
