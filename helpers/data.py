@@ -141,6 +141,19 @@ def host_answers(url: str = TFDS_MNIST_URL, timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
+def check_tfds_reachable(data_dir: str | None = None, timeout: float = 3.0) -> None:
+    """Raise ConnectionError at once when tensorflow-datasets can neither read MNIST from its
+    cache nor reach the download host (instead of a bare error after minutes of retries)."""
+    if tfds_is_cached(data_dir) or host_answers(timeout=timeout):
+        return
+    host = urlparse(TFDS_MNIST_URL).hostname
+    raise ConnectionError(
+        f"{SOURCE_ENV}=tfds needs MNIST from tensorflow-datasets, but it is not in the local "
+        f"cache and {host} did not answer within {timeout:.0f} s (no network?). Connect to the "
+        f"network, or set {SOURCE_ENV}=offline (or auto) to use the offline MNIST subset."
+    )
+
+
 def choose_source(source: str | None = None, *, data_dir: str | None = None) -> str:
     """Decide, in seconds, which source `load_mnist` uses: 'tfds' or 'offline'."""
     chosen = resolve_source(source)
@@ -210,6 +223,8 @@ def load_mnist(
     if chosen == "tfds":
         import tensorflow_datasets as tfds
 
+        if resolve_source(source) == "tfds":  # asked for explicitly: fail in seconds, clearly
+            check_tfds_reachable(data_dir)
         train_raw, test_raw = tfds.load(
             "mnist", split=["train", "test"], as_supervised=True, data_dir=data_dir
         )

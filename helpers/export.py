@@ -7,6 +7,7 @@ written to a hidden temporary folder beside it and renamed into place in one ste
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -92,16 +93,41 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
     try:
         _write_saved_model(model, staging / "model")
-        if target.exists():  # overwrite: move the old version aside, then swap in one rename
+        if overwrite and target.exists():  # move the old version aside, swap in one rename
             retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=base))
             os.replace(target, retired / "model")
             os.replace(staging / "model", target)
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            os.replace(staging / "model", target)
+            _rename_no_replace(staging / "model", target, name, base_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _rename_no_replace(source: Path, target: Path, name: str, base_dir) -> None:
+    """Move `source` to `target`, refusing if `target` appeared meanwhile (another export).
+
+    The name is claimed with mkdir, which exactly one process can win; the finished export then
+    replaces that empty folder in one rename (a server never sees a half-written version, and
+    ignores the empty folder for its instant: it holds no saved_model.pb).
+    """
+    try:
+        target.mkdir()
+    except FileExistsError:
+        free = (latest_version(name, base_dir) or 0) + 1
+        raise FileExistsError(
+            f"{target} was created by someone else while this export was being written: "
+            f"export as version={free}, or pass overwrite=True to replace it."
+        ) from None
+    try:
+        if os.name == "nt":  # Windows cannot rename onto an existing folder
+            target.rmdir()
+        os.replace(source, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.rmdir()  # give the claimed name back (only if still empty)
+        raise
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,11 @@ def test_load_mnist_offline_gives_normalized_pipelines():
     assert mnist.x_test.shape == (40, 28, 28, 1) and mnist.y_test.shape == (40,)
 
 
-def test_load_mnist_tfds_path_without_network(capsys):
+def test_load_mnist_tfds_path_without_network(capsys, monkeypatch):
     import tensorflow_datasets as tfds
 
+    # mock_data serves MNIST without cache or network: the reachability check does not apply.
+    monkeypatch.setattr(data, "check_tfds_reachable", lambda *a, **k: None)
     with tfds.testing.mock_data(num_examples=24):
         mnist = data.load_mnist("tfds", batch_size=8)
     assert mnist.source == "tfds" and mnist.num_test == 24
@@ -85,3 +87,15 @@ def test_preprocess_rejects_bad_input():
         data.preprocess(np.full((28, 28), 300.0))
     with pytest.raises(TypeError, match="numeric"):
         data.preprocess(np.array([["a"] * 28] * 28))
+
+
+def test_explicit_tfds_without_network_fails_fast_and_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(data, "tfds_is_cached", lambda data_dir=None: False)
+    monkeypatch.setattr(data, "host_answers", lambda *a, **k: False)
+    monkeypatch.setenv(data.SOURCE_ENV, "tfds")
+    with pytest.raises(ConnectionError) as caught:
+        data.load_mnist()
+    message = str(caught.value)
+    assert "MNIST_SOURCE=tfds needs MNIST" in message
+    assert "did not answer within 3 s" in message
+    assert "set MNIST_SOURCE=offline" in message

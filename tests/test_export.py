@@ -98,3 +98,53 @@ def test_ensure_model_trains_once(models_dir, capsys):
     path = export.ensure_model("mnist", 1, epochs=1)
     assert (path / "saved_model.pb").is_file() and "training a quick" in capsys.readouterr().out
     assert export.ensure_model("mnist", 1) == path and capsys.readouterr().out == ""
+
+
+def test_simultaneous_exports_of_one_version_only_one_succeeds(model, models_dir, monkeypatch):
+    """Both pass the first existence check; the final rename lets exactly one win."""
+    import threading
+
+    both_writing = threading.Barrier(2)
+    real_write = export._write_saved_model
+
+    def write_when_both_are_writing(m, path):
+        real_write(m, path)
+        (path / "writer").write_text(threading.current_thread().name)
+        both_writing.wait(timeout=120)
+
+    monkeypatch.setattr(export, "_write_saved_model", write_when_both_are_writing)
+    outcomes: dict[str, object] = {}
+
+    def run(label):
+        try:
+            outcomes[label] = export.export_model(model, "mnist", 5)
+        except FileExistsError as exc:
+            outcomes[label] = exc
+
+    threads = [threading.Thread(target=run, args=(n,), name=n) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    winners = [n for n, o in outcomes.items() if not isinstance(o, Exception)]
+    losers = [o for o in outcomes.values() if isinstance(o, FileExistsError)]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    assert "was created by someone else while this export was being written" in str(losers[0])
+    target = models_dir / "mnist" / "5"
+    assert (target / "writer").read_text() == winners[0]  # the winner's files, untouched
+    assert sorted(os.listdir(models_dir / "mnist")) == ["5"], "no staging folder left behind"
+
+
+def test_version_appearing_during_export_is_not_replaced(model, models_dir, monkeypatch):
+    real_write = export._write_saved_model
+    target = models_dir / "mnist" / "6"
+
+    def someone_else_exports_meanwhile(m, path):
+        real_write(m, path)
+        target.mkdir(parents=True)
+        (target / "theirs").write_text("keep me")
+
+    monkeypatch.setattr(export, "_write_saved_model", someone_else_exports_meanwhile)
+    with pytest.raises(FileExistsError, match="export as version=7"):
+        export.export_model(model, "mnist", 6)
+    assert (target / "theirs").read_text() == "keep me"

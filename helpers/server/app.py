@@ -1,9 +1,12 @@
 """`python -m helpers.server`: start the embedded model server from TF Serving's flags.
 
 Order of start-up: flags and configuration files are checked first (a typo fails in a second,
-with one line, before TensorFlow is imported); then the ports are bound (a port in use is
-refused, never shared); then the models load; then the server runs until SIGTERM/SIGINT (or the
---parent_pid process ends), when it stops taking calls, finishes the ones in flight and exits 0.
+with one line, before TensorFlow is imported); then the ports are checked (a port in use is
+refused, never shared); then the models load; only then are the ports opened, as TF Serving
+opens them after its initial models have loaded (server.cc: ServerCore::Create runs before the
+gRPC server is built), so a client that connects earlier is refused rather than answered
+NOT_FOUND. The server runs until SIGTERM/SIGINT (or the --parent_pid process ends), when it
+stops taking calls, finishes the ones in flight and exits 0.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -40,11 +44,17 @@ log = logging.getLogger("helpers.server")
 MAX_MESSAGE_BYTES = 2**31 - 1
 #: Seconds a stopping server gives calls in flight to finish.
 STOP_GRACE_SECONDS = 5.0
+#: How often --parent_pid is checked.
+PARENT_CHECK_SECONDS = 0.25
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
 class StartupError(RuntimeError):
     """The server cannot start; the message is the one line printed before exiting."""
+
+
+class StoppedDuringStartup(RuntimeError):
+    """SIGTERM/SIGINT or the parent's death arrived before the models had loaded."""
 
 
 def _setup_logging() -> None:
@@ -92,9 +102,19 @@ class ModelServer:
         self.batcher: Any = None
         self.manager: Any = None
 
+    def request_stop(self) -> None:
+        """Stop now, whatever the state: serving, loading, or waiting to retry a failed load.
+
+        Safe from a signal handler and from any thread; the main thread does the stopping.
+        """
+        self.stopping.set()
+        manager = self.manager
+        if manager is not None:
+            manager.stop()  # ends start-up's wait, load retries and new loads at once
+
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        """Bind the ports (fast failure), then load TensorFlow, the services and the models."""
+        """Check the ports (fast failure), load TensorFlow and the models, then open the ports."""
         import grpc
 
         from helpers.server.tls import TLSConfigError, server_credentials
@@ -106,6 +126,20 @@ class ModelServer:
             extra = channel_arguments(flags.grpc_channel_arguments)
         except FlagError as exc:
             raise StartupError(str(exc)) from None
+        credentials = None
+        if self.configs["ssl"] is not None:
+            try:
+                credentials = server_credentials(self.configs["ssl"])
+            except TLSConfigError as exc:
+                raise StartupError(f"Invalid SSL config: {exc}") from None
+        address = f"{flags.host}:{flags.port}"
+        if not _port_is_free(flags.host, flags.port):
+            raise StartupError(_port_taken(address))
+        if flags.rest_api_port and not _port_is_free(flags.host, flags.rest_api_port):
+            raise StartupError(
+                f"could not bind the REST port {flags.host}:{flags.rest_api_port}: it is in use "
+                "by another process (choose another --rest_api_port, or 0 to disable REST)"
+            )
         batch_size = 0
         if flags.enable_batching:
             params = self.configs["batching"]
@@ -120,21 +154,6 @@ class ModelServer:
         overridden = {key for key, _ in extra}  # --grpc_channel_arguments win, as in TF Serving
         options = [(k, v) for k, v in defaults if k not in overridden] + extra
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
-        address = f"{flags.host}:{flags.port}"
-        try:
-            if self.configs["ssl"] is not None:
-                bound = server.add_secure_port(address, server_credentials(self.configs["ssl"]))
-            else:
-                bound = server.add_insecure_port(address)
-        except TLSConfigError as exc:
-            raise StartupError(f"Invalid SSL config: {exc}") from None
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise StartupError(
-                f"could not bind the gRPC port {address}: it is in use by another process "
-                "(stop that server or choose another --port)"
-            )
         self.grpc_server = server
 
         # Only now the heavy imports (TensorFlow): a taken port was refused in well under a second.
@@ -164,6 +183,8 @@ class ModelServer:
             on_load=self._attach_batcher if self.batcher is not None else None,
         )
         self.manager = ModelManager(manager_options, on_change=self._on_availability)
+        if self.stopping.is_set():  # a stop that came while TensorFlow was being imported
+            raise StoppedDuringStartup()
         names = add_services(server, self.manager)
         if flags.enable_grpc_healthcheck_service:
             from grpc_health.v1 import health as health_module
@@ -174,14 +195,31 @@ class ModelServer:
             names.append(health_module.SERVICE_NAME)
         names.append(reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        server.start()
-        self._start_rest()
+
+        from helpers.server.models import Stopped
 
         try:
             self.manager.start(self.configs["models"])
+        except Stopped:
+            raise StoppedDuringStartup() from None
         except ServingError as exc:
+            if self.stopping.is_set():
+                raise StoppedDuringStartup() from None
             raise StartupError(f"{exc.code.name}: {exc.message}") from None
-        tls = " (TLS)" if self.configs["ssl"] is not None else ""
+
+        # The initial models are loaded: open the ports, as TF Serving does.
+        try:
+            if credentials is not None:
+                bound = server.add_secure_port(address, credentials)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise StartupError(_port_taken(address))
+        self._start_rest()  # before gRPC: a client that sees gRPC answer finds REST up too
+        server.start()
+        tls = " (TLS)" if credentials is not None else ""
         log.info("Running gRPC ModelServer at %s%s ...", address, tls)
         if self.rest_handle is not None:
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
@@ -235,12 +273,18 @@ class ModelServer:
             except Exception as exc:  # noqa: BLE001 - keep serving the old config
                 log.error("ReloadConfig failed: %s", exc)
 
+    def _stop_rest(self) -> None:
+        try:
+            self.rest_handle.stop(timeout=STOP_GRACE_SECONDS)
+        except Exception:  # noqa: BLE001 - we are exiting anyway
+            log.exception("Stopping the REST server failed")
+
     def _watch_parent(self) -> None:
         pid = self.flags.parent_pid
-        while not self.stopping.wait(1.0):
+        while not self.stopping.wait(PARENT_CHECK_SECONDS):
             if not _process_alive(pid):
                 log.info("Parent process %d ended: stopping", pid)
-                self.stopping.set()
+                self.request_stop()
                 return
 
     # ------------------------------------------------------------------ stop
@@ -254,18 +298,66 @@ class ModelServer:
         log.info("Stopping: finishing calls in flight")
         if self.health is not None:
             self.health.shutdown()
+        # Both front ends stop at once, within one grace period (not one after the other).
+        rest_stopper = None
+        if self.rest_handle is not None:
+            rest_stopper = threading.Thread(target=self._stop_rest, name="rest-stop", daemon=True)
+            rest_stopper.start()
         if self.grpc_server is not None:
             self.grpc_server.stop(STOP_GRACE_SECONDS).wait()
-        if self.rest_handle is not None:
-            try:
-                self.rest_handle.stop()
-            except Exception:  # noqa: BLE001 - we are exiting anyway
-                log.exception("Stopping the REST server failed")
+        if rest_stopper is not None:
+            rest_stopper.join(STOP_GRACE_SECONDS + 1)
         if self.manager is not None:
             self.manager.close()
         if self.batcher is not None:
             self.batcher.close()
         log.info("Server stopped")
+
+
+def _port_taken(address: str) -> str:
+    return (
+        f"could not bind the gRPC port {address}: it is in use by another process "
+        "(stop that server or choose another --port)"
+    )
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    """True if `host:port` can be bound now: nothing listens there (sharing not allowed).
+
+    SO_REUSEADDR on POSIX lets the check pass over connections of a stopped server still in
+    TIME_WAIT (gRPC binds with it too), but never over a live listener.
+
+    Every address the host name resolves to is checked: `localhost` is both 127.0.0.1 and
+    ::1, and a port held on either one is taken (a client of `localhost:PORT` may reach it).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    if host == "localhost":  # gRPC resolves it to both, whatever /etc/hosts says
+        infos += [
+            (socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", port)),
+            (socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::1", port, 0, 0)),
+        ]
+    seen = set()
+    for family, kind, proto, _, sockaddr in infos:
+        if (family, sockaddr[:2]) in seen:
+            continue
+        seen.add((family, sockaddr[:2]))
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # no IPv6 on this machine: nothing can listen there either
+            continue
+        with probe:
+            if os.name == "posix":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError:
+                return False
+    return True
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -326,16 +418,35 @@ def main(argv: list[str] | None = None) -> int:
 
     server = ModelServer(flags, configs)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: server.stopping.set())
+        signal.signal(signum, lambda *_: server.request_stop())
     started = time.monotonic()
     try:
         server.start()
     except StartupError as exc:
         server.stop(quiet=True)
         log.error("Failed to start server. Error: %s", exc)
-        return 1
+        return _exit_now(1)
+    except StoppedDuringStartup:
+        log.info("Stop requested before the models finished loading")
+        server.stop()
+        return _exit_now(0)
     log.info("Server ready in %.1f s", time.monotonic() - started)
     while not server.stopping.wait(0.5):
         pass
     server.stop()
-    return 0
+    return _exit_now(0)
+
+
+def _exit_now(code: int) -> int:
+    """Exit at once, the grace period being over.
+
+    A Session run that ignored the grace period (a call with no deadline) or a model load
+    still inside TensorFlow would otherwise keep the interpreter alive at exit, joining its
+    worker threads for as long as TensorFlow takes. The log is flushed first.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return code  # main() run inside a test's thread: leave the process alone
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -6,6 +6,13 @@ it is full, or when its first call has waited `batch_timeout_micros` and one of 
 the way TF Serving's BatchingSession on a SharedBatchScheduler behaves. Inputs are concatenated
 on the 0th dimension, padded up to the next `allowed_batch_sizes` entry, run once, and the
 outputs are split back, so every caller gets exactly what an unbatched run would have given it.
+
+Deadlines follow batching_session.cc: each call's timeout counts from when it was queued; the
+batch runs with the latest deadline among its calls (no timeout if one call has none), and a
+batch whose calls have all expired in the queue is not run (RESOURCE_EXHAUSTED
+"Run() timeout exceeded while waiting in batching queue"). A caller whose own deadline passes
+while its batch is still queued or running stops waiting (DEADLINE_EXCEEDED), so its thread is
+free; the batch still runs for the others.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from helpers.server.errors import ServingError, invalid_argument
+from helpers.server.errors import ServingError, deadline_exceeded, invalid_argument
 
 if TYPE_CHECKING:
     from helpers.server.servable import Servable
@@ -63,13 +70,22 @@ class BatchingOptions:
         return options
 
 
+QUEUE_TIMEOUT_MESSAGE = "Run() timeout exceeded while waiting in batching queue"
+
+
 @dataclass
 class _Task:
     feeds: Mapping[str, np.ndarray]
     size: int
+    #: Seconds (time.monotonic) after which the caller no longer waits; None: never.
+    deadline: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: list[np.ndarray] | None = None
     error: BaseException | None = None
+    abandoned: bool = False
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
 
 @dataclass
@@ -111,8 +127,13 @@ class Batcher:
         signature_name: str,
         feeds: Mapping[str, np.ndarray],
         fetches: Sequence[str],
+        *,
+        timeout_in_ms: int = 0,
     ) -> list[np.ndarray]:
-        """Run `fetches` for `feeds` as part of a batch; blocks until this call's rows are back."""
+        """Run `fetches` for `feeds` as part of a batch; blocks until this call's rows are back.
+
+        `timeout_in_ms` (RunOptions.timeout_in_ms, 0: none) counts from now, queueing included.
+        """
         options = self.options
         size = _batch_size(feeds)
         if size > options.max_batch_size:
@@ -125,7 +146,8 @@ class Batcher:
             tuple(fetches),
             tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())),
         )
-        task = _Task(feeds, size)
+        deadline = time.monotonic() + timeout_in_ms / 1000 if timeout_in_ms > 0 else None
+        task = _Task(feeds, size, deadline)
         with self._lock:
             batch = self._open.get(key)
             if batch is not None and batch.size + size <= options.max_batch_size:
@@ -148,8 +170,9 @@ class Batcher:
                 leader = True
         if leader:
             self._lead(batch)
-        else:
-            task.done.wait()
+        elif not task.done.wait(task.remaining()):
+            task.abandoned = True  # the batch runs for the others; this caller gave up
+            raise deadline_exceeded()
         if task.error is not None:
             raise task.error
         assert task.result is not None
@@ -179,18 +202,21 @@ class Batcher:
             self._slots.release()
 
     def _process(self, batch: _Batch) -> None:
-        tasks = batch.tasks
+        everyone = batch.tasks
+        tasks = [t for t in everyone if not t.abandoned]
         try:
-            padded = self._padded_size(batch.size)
+            timeout_in_ms = _batch_timeout_in_ms(tasks)
+            size = sum(t.size for t in tasks)
+            padded = self._padded_size(size)
             if len(tasks) == 1:
                 feeds = dict(tasks[0].feeds)
             else:
                 feeds = {
                     name: np.concatenate([t.feeds[name] for t in tasks]) for name in tasks[0].feeds
                 }
-            if padded != batch.size:
+            if padded != size:
                 feeds = {name: _pad(value, padded) for name, value in feeds.items()}
-            outputs = batch.servable.session_run(feeds, batch.fetches)
+            outputs = batch.servable.session_run(feeds, batch.fetches, timeout_in_ms)
             start = 0
             for task in tasks:
                 task.result = [_rows(out, start, task.size, padded) for out in outputs]
@@ -198,7 +224,7 @@ class Batcher:
         except BaseException as exc:  # noqa: BLE001 - every caller gets the batch's error
             for task in tasks:
                 task.error = exc
-        for task in tasks[1:]:
+        for task in everyone[1:]:
             task.done.set()
 
     def _padded_size(self, size: int) -> int:
@@ -206,6 +232,22 @@ class Batcher:
             if allowed >= size:
                 return allowed
         return size
+
+
+def _batch_timeout_in_ms(tasks: Sequence[_Task]) -> int:
+    """The batch's RunOptions.timeout_in_ms: until the latest deadline (0: a call has none).
+
+    Raises RESOURCE_EXHAUSTED when every call's deadline passed while it was queued.
+    """
+    if not tasks:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, QUEUE_TIMEOUT_MESSAGE)
+    remaining = [t.remaining() for t in tasks]
+    if any(r is None for r in remaining):
+        return 0
+    latest = max(r for r in remaining if r is not None)
+    if latest <= 0:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, QUEUE_TIMEOUT_MESSAGE)
+    return max(1, int(latest * 1000))
 
 
 def _batch_size(feeds: Mapping[str, np.ndarray]) -> int:

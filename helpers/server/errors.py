@@ -1,13 +1,23 @@
-"""The one error type of the embedded server, shaped like TF Serving's `Status`.
+"""The one error type of the embedded server, shaped like TF Serving's `Status`, and the one
+mapping from exceptions to it.
 
 Every failure a client can cause becomes a `ServingError` carrying the gRPC code and the
 exact message TensorFlow Serving would send, so the gRPC and REST front ends (and the course's
 error lesson) see the same thing from the embedded server and from the real one.
+`to_serving_error` is the single place that turns any other exception (a TensorFlow `OpError`,
+an `OSError` from a model folder, a timeout, a bug) into one; both front ends and the model
+loader call it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
+
 import grpc
+
+log = logging.getLogger("helpers.server")
 
 #: TF Serving cuts error details at this many characters (grpc_status_util.cc).
 MESSAGE_LIMIT = 1024
@@ -32,6 +42,10 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+
+#: What TensorFlow's DirectSession answers when a run passes RunOptions.timeout_in_ms (the
+#: deadline TF Serving derives from the gRPC deadline or --rest_api_timeout_in_ms).
+SESSION_RUN_TIMEOUT_MESSAGE = "Timed out waiting for notification"
 
 #: TensorFlow's numeric error codes are gRPC's codes (tensorflow/core/protobuf/error_codes.proto).
 _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
@@ -95,12 +109,44 @@ def code_from_number(number: int) -> grpc.StatusCode:
     return _CODE_BY_NUMBER.get(int(number), grpc.StatusCode.UNKNOWN)
 
 
-def from_tf_error(error: BaseException) -> ServingError:
-    """Turn a `tf.errors.OpError` into the ServingError TF Serving would return.
+def deadline_exceeded() -> ServingError:
+    """A Session run stopped by its timeout (TensorFlow's own code and message)."""
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, SESSION_RUN_TIMEOUT_MESSAGE)
 
-    Only the first line of the message survives (no `[[{{node ...}}]]` tails, no traceback).
+
+_TIMEOUTS = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
+
+
+def to_serving_error(error: BaseException) -> ServingError:
+    """The ServingError a client sees for any exception raised while serving or loading.
+
+    - ServingError: itself.
+    - TensorFlow errors (`tf.errors.OpError`, anything with an int `error_code`): their own
+      code (TensorFlow's codes are gRPC's), first line of the message only (no node tails).
+    - A timeout: DEADLINE_EXCEEDED with TensorFlow's message.
+    - File-system errors while reading a model: NOT_FOUND / PERMISSION_DENIED / UNKNOWN.
+    - A protobuf that does not parse (a corrupt saved_model.pb): DATA_LOSS.
+    - Anything else is a server bug: logged with its traceback, INTERNAL with one line.
     """
+    if isinstance(error, ServingError):
+        return error
     code_number = getattr(error, "error_code", None)
-    message = getattr(error, "message", None) or str(error)
-    code = code_from_number(code_number) if code_number is not None else grpc.StatusCode.INTERNAL
-    return ServingError(code, first_line(message))
+    if isinstance(code_number, int) and not isinstance(code_number, bool):
+        message = getattr(error, "message", None) or str(error)
+        return ServingError(code_from_number(code_number), first_line(message))
+    if isinstance(error, _TIMEOUTS):
+        return deadline_exceeded()
+    if isinstance(error, OSError):
+        if isinstance(error, FileNotFoundError | NotADirectoryError):
+            code = grpc.StatusCode.NOT_FOUND
+        elif isinstance(error, PermissionError):
+            code = grpc.StatusCode.PERMISSION_DENIED
+        else:
+            code = grpc.StatusCode.UNKNOWN
+        return ServingError(code, first_line(str(error)) or type(error).__name__)
+    if type(error).__name__ == "DecodeError":  # google.protobuf.message.DecodeError
+        return ServingError(grpc.StatusCode.DATA_LOSS, first_line(str(error)))
+    log.error("Unexpected error while serving", exc_info=error)
+    text = first_line(str(error))
+    name = type(error).__name__
+    return ServingError(grpc.StatusCode.INTERNAL, f"{name}: {text}" if text else name)

@@ -4,6 +4,11 @@ Each handler follows the matching TF Serving implementation step by step (predic
 predict_util, get_model_metadata_impl, classifier/regressor, multi_inference, model_service_impl),
 so validation happens in the same order and fails with the same code and message. Errors go out
 through `context.abort`, never as a Python traceback; every call is counted in the metrics.
+
+Predict, Classify, Regress and MultiInference pass the call's deadline to TensorFlow as the
+Session run's timeout, as TF Serving does with its default `enforce_session_run_timeout`
+(prediction_service_impl.cc, DeadlineToTimeoutMillis): an over-deadline run is cancelled by
+TensorFlow and its worker thread serves the next call.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from tensorflow_serving.apis import (
 )
 
 from helpers.server import tensors
-from helpers.server.errors import ServingError, first_line, invalid_argument
+from helpers.server.errors import invalid_argument, to_serving_error
 from helpers.server.models import ModelManager
 from helpers.server.servable import DEFAULT_SIGNATURE
 
@@ -60,8 +65,22 @@ def _record_examples(model_name: str, count: int) -> None:
         pass
 
 
+def timeout_in_ms(context: Any) -> int:
+    """RunOptions.timeout_in_ms for a call: the milliseconds left before its gRPC deadline.
+
+    0 (no timeout) when the client set no deadline. TF Serving computes the same number
+    (DeadlineToTimeoutMillis); where its value would be zero or negative (the deadline already
+    passed while the call was queued) TensorFlow would run without a timeout, so the embedded
+    server uses 1 ms instead: a call nobody waits for never occupies a worker.
+    """
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 2**31 / 1000:
+        return 0
+    return max(1, int(remaining * 1000))
+
+
 def _handle(api: str, model_name_of: Callable[[Any], str]):
-    """Wrap a handler: map ServingError to a status, hide tracebacks, record metrics."""
+    """Wrap a handler: map every error to a status (errors.to_serving_error), record metrics."""
 
     def decorate(method):
         def wrapper(self, request, context):
@@ -69,15 +88,12 @@ def _handle(api: str, model_name_of: Callable[[Any], str]):
             code = grpc.StatusCode.OK
             try:
                 return method(self, request, context)
-            except ServingError as exc:
-                code = exc.code
-                context.abort(exc.code, exc.message)
             except Exception as exc:  # noqa: BLE001 - never leak a traceback to the client
                 if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
                     raise
-                log.exception("%s failed", api)
-                code = grpc.StatusCode.INTERNAL
-                context.abort(code, first_line(str(exc)) or type(exc).__name__)
+                error = to_serving_error(exc)
+                code = error.code
+                context.abort(error.code, error.message)
             finally:
                 _record(model_name_of(request), api, code, time.perf_counter() - started)
 
@@ -108,7 +124,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.servable_for_spec(request.model_spec)
         outputs = servable.run(
-            request.model_spec.signature_name, request.inputs, list(request.output_filter)
+            request.model_spec.signature_name,
+            request.inputs,
+            list(request.output_filter),
+            timeout_in_ms=timeout_in_ms(context),
         )
         response = predict_pb2.PredictResponse()
         spec = response.model_spec
@@ -149,7 +168,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.servable_for_spec(request.model_spec)
-        result = servable.classify(request.model_spec.signature_name, request.input)
+        result = servable.classify(
+            request.model_spec.signature_name, request.input, timeout_in_ms=timeout_in_ms(context)
+        )
         _record_examples(request.model_spec.name, len(result.classifications))
         response = classification_pb2.ClassificationResponse(result=result)
         _echo_spec(response.model_spec, request.model_spec, servable.version)
@@ -162,7 +183,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.servable_for_spec(request.model_spec)
-        result = servable.regress(request.model_spec.signature_name, request.input)
+        result = servable.regress(
+            request.model_spec.signature_name, request.input, timeout_in_ms=timeout_in_ms(context)
+        )
         _record_examples(request.model_spec.name, len(result.regressions))
         response = regression_pb2.RegressionResponse(result=result)
         _echo_spec(response.model_spec, request.model_spec, servable.version)
@@ -178,7 +201,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
             spec = model_pb2.ModelSpec()
         servable = self.manager.servable_for_spec(spec)
-        response = servable.multi_inference(request)
+        response = servable.multi_inference(request, timeout_in_ms=timeout_in_ms(context))
         kind = request.input.WhichOneof("kind")
         examples = getattr(request.input, kind).examples if kind else ()
         _record_examples(spec.name, len(examples))
@@ -224,12 +247,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 )
         try:
             self.manager.reload_config(config)
-        except ServingError as exc:
-            log.error("ReloadConfig failed: %s", exc.message)
-            context.abort(exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - report, don't leak a traceback
-            log.exception("ReloadConfig failed")
-            context.abort(grpc.StatusCode.INTERNAL, first_line(str(exc)))
+            error = to_serving_error(exc)
+            log.error("ReloadConfig failed: %s", error.message)
+            context.abort(error.code, error.message)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response

@@ -6,6 +6,11 @@ the same metadata (the MetaGraphDef's `signature_def` map) and the same runtime 
 input fails with `Expects arg[0] to be float but double is provided`, a bad shape with the first
 failing op's message). `make_callable`/`session.run` would add Python-side checks and silent
 casts that the real server does not have, so the low-level `_call_tf_sessionrun` is used.
+
+Every run carries TF Serving's deadline: `timeout_in_ms` becomes `RunOptions.timeout_in_ms`
+(prediction_service_impl.cc sets it from the gRPC deadline, http_rest_api_handler.cc from
+--rest_api_timeout_in_ms), so TensorFlow itself stops an over-deadline run and answers
+DEADLINE_EXCEEDED "Timed out waiting for notification"; the thread that ran it is free again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2  # noqa: F401 - registers tf.Example for Input
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.client import pywrap_tf_session
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -35,8 +41,8 @@ from helpers.server.errors import (
     ServingError,
     failed_precondition,
     first_line,
-    from_tf_error,
     invalid_argument,
+    to_serving_error,
 )
 
 if TYPE_CHECKING:
@@ -88,18 +94,32 @@ class Servable:
         return handle
 
     def session_run(
-        self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        fetches: Sequence[str],
+        timeout_in_ms: int = 0,
     ) -> list[np.ndarray]:
-        """`Session::Run` on tensor names; TensorFlow errors become TF Serving's errors."""
+        """`Session::Run` on tensor names; TensorFlow errors become TF Serving's errors.
+
+        `timeout_in_ms` is RunOptions.timeout_in_ms: 0 (or less) means no timeout, as in
+        TensorFlow; past it TensorFlow cancels the run and it fails DEADLINE_EXCEEDED.
+        """
         try:
             feed = {self._tf_output(name): value for name, value in feeds.items()}
             fetch = [self._tf_output(name) for name in fetches]
-            return self._session._call_tf_sessionrun(None, feed, fetch, [], None)
-        except tf.errors.OpError as exc:
-            raise from_tf_error(exc) from None
+        except (TypeError, ValueError) as exc:
+            raise invalid_argument(first_line(str(exc))) from None
+        options = _run_options_buffer(timeout_in_ms)
+        try:
+            return self._session._call_tf_sessionrun(options, feed, fetch, [], None)
         except (TypeError, ValueError) as exc:
             # Values NumPy cannot hand to TensorFlow (ragged object arrays and the like).
             raise invalid_argument(first_line(str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - TensorFlow's OpErrors keep their code
+            raise to_serving_error(exc) from None
+        finally:
+            if options is not None:
+                pywrap_tf_session.TF_DeleteBuffer(options)
 
     def signature(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
         """The named signature, or TF Serving's Predict error for a missing one."""
@@ -115,18 +135,22 @@ class Servable:
         signature_name: str,
         inputs: Mapping[str, np.ndarray | tensor_pb2.TensorProto],
         output_filter: Sequence[str] = (),
+        *,
+        timeout_in_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         """Run a signature like TF Serving's Predict (predict_util.cc), checks in the same order.
 
         `inputs` maps aliases to arrays or to request TensorProtos (decoded here, after the
         alias checks, so a bad name is reported before a bad tensor as TF Serving does).
+        `timeout_in_ms` bounds the Session run (RunOptions.timeout_in_ms; 0: no bound).
         """
         signature = self.signature(signature_name)
         feeds, fetch_names, aliases = self._prepare_predict(signature, inputs, output_filter)
         if self.batcher is not None:
-            values = self.batcher.run(self, signature_name or DEFAULT_SIGNATURE, feeds, fetch_names)
+            key = signature_name or DEFAULT_SIGNATURE
+            values = self.batcher.run(self, key, feeds, fetch_names, timeout_in_ms=timeout_in_ms)
         else:
-            values = self.session_run(feeds, fetch_names)
+            values = self.session_run(feeds, fetch_names, timeout_in_ms)
         return dict(zip(aliases, values, strict=True))
 
     def _prepare_predict(
@@ -212,27 +236,27 @@ class Servable:
         return signature
 
     def classify(
-        self, signature_name: str, request_input: input_pb2.Input
+        self, signature_name: str, request_input: input_pb2.Input, *, timeout_in_ms: int = 0
     ) -> classification_pb2.ClassificationResult:
         """Classify tf.Examples with a `tensorflow/serving/classify` signature (classifier.cc)."""
         signature = self._method_signature(signature_name, CLASSIFY_METHOD, "classification")
         input_name, output_names = _classify_tensors(signature, self.method_check)
         examples = serialized_examples(request_input)
-        outputs = self.session_run({input_name: examples}, output_names)
+        outputs = self.session_run({input_name: examples}, output_names, timeout_in_ms)
         return _classification_result(signature, len(examples), output_names, outputs)
 
     def regress(
-        self, signature_name: str, request_input: input_pb2.Input
+        self, signature_name: str, request_input: input_pb2.Input, *, timeout_in_ms: int = 0
     ) -> regression_pb2.RegressionResult:
         """Regress tf.Examples with a `tensorflow/serving/regress` signature (regressor.cc)."""
         signature = self._method_signature(signature_name, REGRESS_METHOD, "regression")
         input_name, output_names = _regress_tensors(signature, self.method_check)
         examples = serialized_examples(request_input)
-        outputs = self.session_run({input_name: examples}, output_names)
+        outputs = self.session_run({input_name: examples}, output_names, timeout_in_ms)
         return _regression_result(signature, len(examples), output_names, outputs)
 
     def multi_inference(
-        self, request: inference_pb2.MultiInferenceRequest
+        self, request: inference_pb2.MultiInferenceRequest, *, timeout_in_ms: int = 0
     ) -> inference_pb2.MultiInferenceResponse:
         """Several classify/regress heads over one input in one Session run (multi_inference.cc)."""
         model_name = ""
@@ -271,7 +295,7 @@ class Servable:
             output_names.update(outs)
         fetches = sorted(output_names)
         examples = serialized_examples(request.input)
-        outputs = self.session_run({input_name: examples}, fetches)
+        outputs = self.session_run({input_name: examples}, fetches, timeout_in_ms)
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
             key = task.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -374,6 +398,14 @@ class Servable:
     def close(self) -> None:
         """Release the session (the version is being unloaded)."""
         self._session.close()
+
+
+def _run_options_buffer(timeout_in_ms: int) -> Any:
+    """A TF_Buffer holding RunOptions(timeout_in_ms), or None when there is no timeout."""
+    if timeout_in_ms <= 0:
+        return None
+    options = config_pb2.RunOptions(timeout_in_ms=int(timeout_in_ms))
+    return pywrap_tf_session.TF_NewBufferFromString(options.SerializeToString())
 
 
 # --------------------------------------------------------------------------- tf.Example input
