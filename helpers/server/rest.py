@@ -55,6 +55,8 @@ MAX_BODY_BYTES = 2**31 - 1
 #: Message of a Session run cut by --rest_api_timeout_in_ms (TensorFlow's DirectSession).
 TIMEOUT_MESSAGE = "Timed out waiting for notification"
 _INT64_MAX = 2**63 - 1
+#: The Content-Type of every REST answer, exactly as TF Serving writes it.
+JSON_CONTENT_TYPE = "application/json"
 
 #: Route kind -> `api` name for metrics.record_request (the contract's names).
 _METRICS_API = {
@@ -333,7 +335,7 @@ class RestServer:
                 "OK",
                 time.perf_counter() - started,
             )
-            return web.Response(text=text, content_type="application/json")
+            return _json_response(text, 200)
         self.metrics.record_request(
             route.model_name,
             _METRICS_API[route.kind],
@@ -345,11 +347,18 @@ class RestServer:
 
     @staticmethod
     def _error_response(error: ServingError) -> web.Response:
-        return web.Response(
-            text=json_tensors.error_json(error.message),
-            status=error.http_status,
-            content_type="application/json",
-        )
+        return _json_response(json_tensors.error_json(error.message), error.http_status)
+
+
+def _json_response(text: str, status: int) -> web.Response:
+    """A response as TF Serving sends it: `Content-Type: application/json` exactly (AddHeaders in
+    http_rest_api_util.cc; aiohttp would add `; charset=utf-8`), and the bytes of the text as
+    they are, so a string quoted from a body that was not UTF-8 comes back unchanged."""
+    return web.Response(
+        body=text.encode("utf-8", "surrogateescape"),
+        status=status,
+        headers={"Content-Type": JSON_CONTENT_TYPE},
+    )
 
 
 def start_rest_server(
