@@ -83,7 +83,7 @@ _METRICS_API = {
 
 
 def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    return json_tensors.rest_error(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass(frozen=True)
@@ -498,11 +498,13 @@ def start_rest_server(
     monitoring_path: str | None = None,
     num_threads: int | None = None,
     serving_metrics: metrics.ServingMetrics | None = None,
+    **limits: Any,
 ) -> RestServer:
     """Start the REST API for `manager` on host:port (0 = a free port; see `.port`).
 
     Returns a running `RestServer`; `.stop()` shuts it down gracefully. A port that cannot be
-    bound raises OSError here, before the caller reports the server as ready.
+    bound raises OSError here, before the caller reports the server as ready. `limits`:
+    `idle_timeout`, `body_timeout` (seconds) and `max_connections` (see RestServer).
     """
     return RestServer(
         manager,
@@ -512,4 +514,5 @@ def start_rest_server(
         monitoring_path=monitoring_path,
         num_threads=num_threads,
         serving_metrics=serving_metrics,
+        **limits,
     ).start()
