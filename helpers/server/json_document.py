@@ -30,7 +30,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 #: Bytes after which JsonValueToDebugString stops writing (kMaxJsonDebugStringBytes).
@@ -103,7 +109,17 @@ def _needs_exact_reader(body: bytes) -> bool:
 
 
 def parse(body: bytes) -> Any:
-    """Parse a request body as TF Serving does, or raise JsonParseError with its message."""
+    """Parse a request body as TF Serving does, or raise JsonParseError with its message.
+
+    A body of PARSE_ELSEWHERE_BYTES or more is parsed in a child process (see ParserProcess).
+    """
+    if len(body) >= PARSE_ELSEWHERE_BYTES:
+        return _PARSER_PROCESS.parse(body)
+    return parse_here(body)
+
+
+def parse_here(body: bytes) -> Any:
+    """`parse`, always in this process."""
     if not body:
         raise JsonParseError("JSON Parse error: The document is empty")
     if not _needs_exact_reader(body):
@@ -748,3 +764,121 @@ def debug_string(value: Any, limit: int = DEBUG_STRING_LIMIT) -> str:
     except _StopWriting:
         pass
     return "".join(writer.parts)
+
+
+# ============================================================================ parsing elsewhere
+
+#: Bodies at least this large are parsed by a child process. Python's JSON parser holds the
+#: interpreter for the whole document (about 1 s per 10 MB on a busy machine), which would stall
+#: every other request of the server, gRPC ones included; the child's result comes back as a
+#: pickle, which loads several times faster than the JSON it came from.
+PARSE_ELSEWHERE_BYTES = 1 << 20
+_FRAME_HEADER = 8
+
+
+class ParserProcess:
+    """One child process (`python -m helpers.server.json_document`) that parses bodies in turn.
+
+    It starts on first use, imports nothing but this module, and exits when its stdin closes
+    (so it never outlives the server). If it fails, the body is parsed here instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+
+    def parse(self, body: bytes) -> Any:
+        with self._lock:
+            try:
+                process = self._started()
+                _write_frame(process.stdin, body)
+                outcome, value = pickle.loads(_read_frame(process.stdout))
+            except (OSError, EOFError, ValueError, pickle.UnpicklingError):
+                self._stop()
+                outcome, value = "here", None
+        if outcome == "ok":
+            return value
+        if outcome == "error":
+            raise JsonParseError(value)
+        return parse_here(body)  # too deep to pickle, or the child failed: parse it here
+
+    def _started(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            root = str(Path(__file__).resolve().parents[2])
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "helpers.server.json_document"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        return self._process
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop(self) -> None:
+        """End the child (it is started again if another large body comes)."""
+        with self._lock:
+            self._stop()
+
+
+_PARSER_PROCESS = ParserProcess()
+
+
+def stop_parser_process() -> None:
+    """End the child process that parses large bodies, if it runs."""
+    _PARSER_PROCESS.stop()
+
+
+def _write_frame(stream: Any, data: bytes) -> None:
+    stream.write(len(data).to_bytes(_FRAME_HEADER, "big"))
+    stream.write(data)
+    stream.flush()
+
+
+def _read_frame(stream: Any) -> bytes:
+    header = stream.read(_FRAME_HEADER)
+    if len(header) < _FRAME_HEADER:
+        raise EOFError("the JSON parser process ended")
+    size = int.from_bytes(header, "big")
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the JSON parser process ended")
+    return data
+
+
+def _serve_parses() -> None:
+    """The child's loop: a body in, `(outcome, value)` pickled out, until stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            body = _read_frame(stdin)
+        except EOFError:
+            return
+        try:
+            result: tuple[str, Any] = ("ok", parse_here(body))
+        except JsonParseError as err:
+            result = ("error", err.message)
+        try:
+            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        except RecursionError:
+            data = pickle.dumps(("here", None))
+        _write_frame(stdout, data)
+
+
+if __name__ == "__main__":
+    _serve_parses()

@@ -191,12 +191,24 @@ def format_decimal(value: float, *, double: bool = False) -> str:
 _SPECIAL_DECIMALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
+#: Elements formatted per NumPy call: each call holds the interpreter, so a large output is done
+#: in slices that let other requests' threads run in between.
+_TOKEN_SLICE = 1 << 16
+
+
 def decimal_tokens(array: np.ndarray) -> list[str]:
     """`format_decimal` of every element of a float32/float64 array, in C order, vectorised.
 
     The same text element by element; a large output costs a fraction of the per-value calls.
     """
     flat = array.reshape(-1)
+    texts: list[str] = []
+    for start in range(0, flat.size, _TOKEN_SLICE):
+        texts.extend(_decimal_slice(flat[start : start + _TOKEN_SLICE]))
+    return texts
+
+
+def _decimal_slice(flat: np.ndarray) -> list[str]:
     numbers = flat.astype(np.float64).tolist()
     texts = [f"{number:g}" for number in numbers]
     with np.errstate(over="ignore", invalid="ignore"):

@@ -32,7 +32,7 @@ from urllib.parse import unquote
 import grpc
 from aiohttp import web
 
-from helpers.server import json_tensors, metrics
+from helpers.server import json_document, json_tensors, metrics
 from helpers.server.errors import ServingError, first_line
 
 log = logging.getLogger("helpers.server.rest")
@@ -338,6 +338,7 @@ class RestServer:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        json_document.stop_parser_process()
 
     def __enter__(self) -> RestServer:
         return self
