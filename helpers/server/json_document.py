@@ -793,6 +793,8 @@ class ParserProcess:
                 process = self._started()
                 _write_frame(process.stdin, body)
                 outcome, value = pickle.loads(_read_frame(process.stdout))
+                if outcome == "ok":
+                    value = _unpack(value)
             except (OSError, EOFError, ValueError, pickle.UnpicklingError):
                 self._stop()
                 outcome, value = "here", None
@@ -844,6 +846,41 @@ def stop_parser_process() -> None:
     _PARSER_PROCESS.stop()
 
 
+#: Elements of a long list pickled together: the parent unpickles them slice by slice, so no
+#: single call holds its interpreter for long (and other requests' threads run in between).
+_PICKLE_SLICE = 256
+
+
+def _pack(value: Any, levels: int = 2) -> Any:
+    """Split the long lists of the top `levels` of a document into pickled slices.
+
+    A packed part is a tuple `(kind, parts)`: JSON values are never tuples, so nothing else is.
+    """
+    if levels and isinstance(value, dict) and not isinstance(value, JsonObject):
+        return ("dict", [(key, _pack(item, levels - 1)) for key, item in value.items()])
+    if isinstance(value, list) and len(value) > _PICKLE_SLICE:
+        return (
+            "list",
+            [
+                pickle.dumps(value[start : start + _PICKLE_SLICE], pickle.HIGHEST_PROTOCOL)
+                for start in range(0, len(value), _PICKLE_SLICE)
+            ],
+        )
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    if not isinstance(value, tuple):
+        return value
+    kind, parts = value
+    if kind == "dict":
+        return {key: _unpack(item) for key, item in parts}
+    items: list = []
+    for part in parts:
+        items.extend(pickle.loads(part))
+    return items
+
+
 def _write_frame(stream: Any, data: bytes) -> None:
     stream.write(len(data).to_bytes(_FRAME_HEADER, "big"))
     stream.write(data)
@@ -870,7 +907,7 @@ def _serve_parses() -> None:
         except EOFError:
             return
         try:
-            result: tuple[str, Any] = ("ok", parse_here(body))
+            result: tuple[str, Any] = ("ok", _pack(parse_here(body)))
         except JsonParseError as err:
             result = ("error", err.message)
         try:

@@ -407,7 +407,7 @@ def _fast_array(value: Any, dtype: int, has_booleans: bool) -> np.ndarray | None
     ):
         return None
     try:
-        array = np.asarray(value)
+        array = _as_array(value)
     except (ValueError, TypeError, OverflowError):
         return None
     if array.dtype.kind == "f":
@@ -430,6 +430,21 @@ def _fast_array(value: Any, dtype: int, has_booleans: bool) -> np.ndarray | None
         return array.astype(np.int64).astype(_NUMPY_DTYPE[dtype])
     with np.errstate(over="ignore"):  # a double past float32's range becomes inf, as in C++
         return array.astype(_NUMPY_DTYPE[dtype])
+
+
+#: Top-level elements NumPy converts per call: each call holds the interpreter, so a large list
+#: is converted in slices that let other requests' threads run in between.
+_ARRAY_SLICE = 256
+
+
+def _as_array(value: list) -> np.ndarray:
+    """`np.asarray(value)` of a nested list, converted slice by slice (same result)."""
+    if len(value) <= _ARRAY_SLICE:
+        return np.asarray(value)
+    parts = [np.asarray(value[i : i + _ARRAY_SLICE]) for i in range(0, len(value), _ARRAY_SLICE)]
+    if len({part.shape[1:] for part in parts}) != 1:
+        raise ValueError("the slices differ in shape: ragged")
+    return np.concatenate(parts)
 
 
 def _tensor_from_value(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -555,3 +557,54 @@ def test_custom_monitoring_path(rest_server):
     assert call(rest_server, "GET", METRICS_PATH).status_code == 200
     assert ":tensorflow:serving:request_count" in call(rest_server, "GET", METRICS_PATH).text
     assert call(rest_server, "GET", "/monitoring/prometheus/metrics").status_code == 404
+
+
+# =============================================================================== large bodies
+def test_a_50_mb_body_leaves_grpc_callers_served(server, predict_stub):
+    """The body is parsed off the serving threads; gRPC calls meanwhile all succeed.
+
+    Prints the gRPC latencies measured while the REST call runs (no timing is asserted).
+    """
+    own_server_only()
+    rows = np.round(images(300, seed=1), 3).tolist()
+    text = json.dumps(rows)
+    copies = 50_000_000 // len(text) + 1
+    body = ('{"instances": [' + ", ".join([text[1:-1]] * copies) + "]}").encode()
+    wrong = b'{"signature_name": 5, ' + body[1:]
+    latencies: list[float] = []
+    done = threading.Event()
+    answers: dict[str, requests.Response] = {}
+    seconds: dict[str, float] = {}
+
+    def rest_calls() -> None:
+        url = f"{server.rest_url}/v1/models/{MNIST}:predict"
+        try:
+            for name, data in (("wrong", wrong), ("ok", body)):
+                started = time.perf_counter()
+                answers[name] = requests.post(url, data=data, timeout=300)
+                seconds[name] = time.perf_counter() - started
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=rest_calls)
+    thread.start()
+    while not done.is_set():
+        started = time.perf_counter()
+        reply = predict_stub.Predict(predict_request(), timeout=60)
+        latencies.append(time.perf_counter() - started)
+        assert reply.outputs
+    thread.join()
+    print(seconds, {name: answer.status_code for name, answer in answers.items()})
+    status, message = error(answers["wrong"])
+    assert status == 400 and message.endswith(
+        " not formatted correctly. 'signature_name' key must be a string value."
+    )
+    predictions = ok_json(answers["ok"])["predictions"]
+    assert len(predictions) == 300 * copies
+    latencies.sort()
+    print(
+        f"\n{len(body) / 1e6:.0f} MB REST bodies: the wrong-typed one answered 400 in "
+        f"{seconds['wrong']:.1f} s, the predict in {seconds['ok']:.1f} s; "
+        f"{len(latencies)} gRPC Predict calls meanwhile, median "
+        f"{latencies[len(latencies) // 2] * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
@@ -419,3 +421,13 @@ def test_vectorised_decimals_match_one_by_one(dtype):
         values = np.concatenate([rng.standard_normal(5000) * scales, special]).astype(dtype)
     one_by_one = [jt.format_decimal(v, double=dtype == np.float64) for v in values.tolist()]
     assert jt.decimal_tokens(values) == one_by_one
+
+
+def test_long_lists_convert_in_slices_like_one_call():
+    rows = [[1, 2]] * 300 + [[0.5, 1.5]] * 300  # ints in the first slices, floats later
+    arrays, _ = inputs_of(json.dumps({"inputs": rows}), has_booleans=False)
+    assert arrays["x"].dtype == np.float32 and arrays["x"].shape == (600, 2)
+    assert arrays["x"][0].tolist() == [1.0, 2.0] and arrays["x"][-1].tolist() == [0.5, 1.5]
+    ragged = [[1.0, 2.0]] * 400 + [[1.0]] * 200  # each slice is even, the whole is ragged
+    err = error_of(inputs_of, json.dumps({"inputs": ragged}), has_booleans=False)
+    assert err.message == "Encountered list at unexpected size: 1 at level: 1 expected size: 2"
