@@ -155,3 +155,19 @@ def test_large_bodies_are_parsed_by_the_child_process_the_same_way():
     finally:
         jd.stop_parser_process()
     assert process.poll() is not None  # stopped, no orphan
+
+
+@pytest.mark.parametrize(
+    ("body", "exact"),
+    [
+        (b"12345678901234567890", True),
+        (b"[-12345678901234567890]", True),
+        (b"[0.12345678901234567890]", False),  # a long fraction reads the same either way
+        (b"[1e308, 2]", True),
+        (b"[1E+400]", True),
+        (b'["\\ud800"]', True),
+        (b'["\\u0041", 1.5e-7]', False),
+    ],
+)
+def test_which_bodies_take_the_exact_reader(body, exact):
+    assert jd._needs_exact_reader(body) is exact
