@@ -10,8 +10,14 @@ or `curl` call written for the real server works here unchanged:
     GET  /monitoring/prometheus/metrics                            when monitoring is enabled
 
 aiohttp runs on its own event loop in a thread of the server process; parsing JSON and running
-the model happen in a thread pool so a slow request never stalls the loop (or the other calls).
-Tensor conversion lives in `json_tensors`, metrics in `metrics`.
+the model happen in a thread pool so a slow request never stalls the loop (or the other calls),
+and bodies of a megabyte or more are parsed in a child process (`json_document`) so they do
+not hold the interpreter that gRPC calls need. Errors are written whole (TF Serving cuts them
+only on gRPC). Careless or hostile clients meet limits TF Serving has or that keep the process
+healthy: gzip bodies inflate to at most 100 MB, a connection must send its request within
+IDLE_TIMEOUT_S and its body within BODY_TIMEOUT_S, at most MAX_CONNECTIONS are open at once,
+and metric labels only name served models.
+Tensor conversion lives in `json_tensors`, JSON reading in `json_document`, metrics in `metrics`.
 """
 
 from __future__ import annotations
