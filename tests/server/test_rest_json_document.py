@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +175,40 @@ def test_large_bodies_are_parsed_by_the_child_process_the_same_way():
 )
 def test_which_bodies_take_the_exact_reader(body, exact):
     assert jd._needs_exact_reader(body) is exact
+
+
+def test_the_parser_process_ends_with_its_parent():
+    """Killing the server (SIGKILL, no clean-up) closes the child's stdin: it exits, no orphan."""
+    script = (
+        "import os, sys\n"
+        "from helpers.server import json_document as jd\n"
+        "jd.parse(b'[' + b' ' * jd.PARSE_ELSEWHERE_BYTES + b'1]')\n"
+        "print(jd._PARSER_PROCESS._process.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(jd.__file__).resolve().parents[2],
+    )
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its (dead) parent's reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
