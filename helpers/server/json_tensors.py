@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from helpers.client import DTYPE_TO_NUMPY
+from helpers.server import json_document
 from helpers.server.errors import ServingError
 
 #: The request keys TF Serving reads.
@@ -35,13 +35,15 @@ EXAMPLES_KEY = "examples"
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT32 = (-(2**31), 2**31)
 _UINT32 = (0, 2**32)
 _INT64 = (-(2**63), 2**63)
 _UINT64 = (0, 2**64)
-#: Largest integer a float / double holds exactly, as TF Serving's lossless check uses it.
-_MAX_EXACT_INT = {types_pb2.DT_FLOAT: 2**24 - 1, types_pb2.DT_DOUBLE: 2**53 - 1}
+#: TensorFlow's limit on dimensions (TensorShape::MaxDimensions); a deeper JSON tensor makes
+#: TF Serving's `Tensor::FromProto` fail with "tensor parsing error: <alias>".
+MAX_TF_DIMENSIONS = 254
+#: NumPy's limit (NPY_MAXDIMS); a JSON tensor deeper than this cannot be held here either.
+MAX_NUMPY_DIMENSIONS = 64
 
 #: DataType -> NumPy dtype of the tensor a JSON request becomes (the types JSON can carry).
 _NUMPY_DTYPE: dict[int, np.dtype] = {
@@ -63,8 +65,18 @@ _NUMPY_DTYPE: dict[int, np.dtype] = {
 _SMALL_INTS = (types_pb2.DT_INT32, types_pb2.DT_INT16, types_pb2.DT_INT8, types_pb2.DT_UINT8)
 
 
+def rest_error(code: grpc.StatusCode, message: str) -> ServingError:
+    """An error with its whole message: TF Serving cuts details only on gRPC
+    (grpc_status_util.cc); its REST front end writes the whole status message
+    (MakeJsonFromStatus)."""
+    error = ServingError(code, message)
+    error.message = message
+    error.args = (message,)
+    return error
+
+
 def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    return rest_error(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def dtype_name(dtype: int) -> str:
@@ -115,7 +127,7 @@ class _PrettyWriter:
         self._out.append(token)
 
     def string(self, value: str) -> None:
-        self.raw(json.dumps(value, ensure_ascii=False))
+        self.raw(json_document.quote(value))
 
     def start_object(self) -> None:
         self._prefix()
@@ -139,34 +151,17 @@ class _PrettyWriter:
             self._out.append("\n" + "    " * len(self._levels))
         self._out.append("]")
 
-
-def _shortest_double(value: float) -> str:
-    """RapidJSON's `Writer::Double`: shortest round-trip digits, its own choice of notation."""
-    if not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
-    sign = "-" if math.copysign(1.0, value) < 0 else ""
-    mantissa, _, exp = repr(abs(value)).partition("e")
-    whole, _, frac = mantissa.partition(".")
-    digits = (whole + frac).lstrip("0") or "0"
-    # Decimal exponent k such that value = 0.digits * 10**k (RapidJSON's `Prettify` works on it).
-    if whole != "0":
-        point = len(whole)
-    else:
-        point = -(len(frac) - len(frac.lstrip("0")))
-    point += int(exp or 0)
-    digits = digits.rstrip("0") or "0"
-    n = len(digits)
-    if digits == "0":
-        return sign + "0.0"
-    if n <= point <= 21:
-        return sign + digits + "0" * (point - n) + ".0"
-    if 0 < point <= 21:
-        return sign + digits[:point] + "." + digits[point:]
-    if -6 < point <= 0:
-        return sign + "0." + "0" * (-point) + digits
-    exponent = point - 1
-    body = digits[0] + ("." + digits[1:] if n > 1 else "")
-    return f"{sign}{body}e{exponent}"
+    def array_of(self, tokens: list[str]) -> None:
+        """An array of scalar tokens in one step: the text of start_array, raw()..., end_array."""
+        self.start_array()
+        if tokens:
+            if self.single_line_arrays:
+                self._out.append(", ".join(tokens))
+            else:
+                indent = "\n" + "    " * len(self._levels)
+                self._out.append(indent + ("," + indent).join(tokens))
+            self._levels[-1][1] = len(tokens)
+        self.end_array()
 
 
 def format_decimal(value: float, *, double: bool = False) -> str:
@@ -193,67 +188,50 @@ def format_decimal(value: float, *, double: bool = False) -> str:
     return text
 
 
+_SPECIAL_DECIMALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+#: Elements formatted per NumPy call: each call holds the interpreter, so a large output is done
+#: in slices that let other requests' threads run in between.
+_TOKEN_SLICE = 1 << 16
+
+
+def decimal_tokens(array: np.ndarray) -> list[str]:
+    """`format_decimal` of every element of a float32/float64 array, in C order, vectorised.
+
+    The same text element by element; a large output costs a fraction of the per-value calls.
+    """
+    flat = array.reshape(-1)
+    texts: list[str] = []
+    for start in range(0, flat.size, _TOKEN_SLICE):
+        texts.extend(_decimal_slice(flat[start : start + _TOKEN_SLICE]))
+    return texts
+
+
+def _decimal_slice(flat: np.ndarray) -> list[str]:
+    numbers = flat.astype(np.float64).tolist()
+    texts = [f"{number:g}" for number in numbers]
+    with np.errstate(over="ignore", invalid="ignore"):
+        parsed = np.array(texts, dtype=np.float64).astype(flat.dtype)
+        redo = np.flatnonzero((parsed != flat) & ~np.isnan(flat))
+    precision = ".17g" if flat.dtype == np.float64 else ".9g"
+    for index in redo.tolist():
+        texts[index] = format(numbers[index], precision)
+    for index, text in enumerate(texts):
+        if "." not in text and "e" not in text:
+            texts[index] = _SPECIAL_DECIMALS.get(text) or text + ".0"
+    return texts
+
+
 def _is_rapidjson_int(value: Any) -> bool:
     """An integer literal that RapidJSON keeps as an integer (it fits 64 bits)."""
     return type(value) is int and _INT64[0] <= value < _UINT64[1]
 
 
-def _write_json_value(writer: _PrettyWriter, value: Any) -> None:
-    if isinstance(value, dict):
-        writer.start_object()
-        for key, item in value.items():
-            writer.string(key)
-            _write_json_value(writer, item)
-        writer.end_object()
-    elif isinstance(value, list):
-        writer.start_array()
-        for item in value:
-            _write_json_value(writer, item)
-        writer.end_array()
-    elif isinstance(value, str):
-        writer.string(value)
-    elif value is True or value is False:
-        writer.raw("true" if value else "false")
-    elif value is None:
-        writer.raw("null")
-    elif _is_rapidjson_int(value):
-        writer.raw(str(value))
-    else:
-        writer.raw(_shortest_double(float(value)))
-
-
-def json_value_to_string(value: Any) -> str:
-    """TF Serving's `JsonValueToString`, used inside error messages.
-
-    A lone decimal prints like a float32 when it fits one (`0.1`), anything else as RapidJSON's
-    pretty printer writes it (objects and lists over several lines).
-    """
-    if (type(value) is float or (type(value) is int and not _is_rapidjson_int(value))) and (
-        not math.isfinite(float(value)) or abs(float(value)) <= 3.4028234e38
-    ):
-        return format_decimal(float(value))
-    if type(value) is float or type(value) is int and not _is_rapidjson_int(value):
-        return format_decimal(float(value), double=True)
-    writer = _PrettyWriter()
-    _write_json_value(writer, value)
-    return writer.text()
-
-
-def _json_type(value: Any) -> str:
-    """RapidJSON's type names, as TF Serving prints them in `Type: <t>`."""
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
+#: TF Serving's JsonValueToDebugString: one line per object member, arrays on one line, cut
+#: after 256 bytes (util/json_tensor.cc since 2.18).
+json_value_to_string = json_document.debug_string
+_json_type = json_document.json_type
 
 
 def error_json(message: str) -> str:
@@ -270,62 +248,14 @@ def error_json(message: str) -> str:
 # Reading requests
 # --------------------------------------------------------------------------------------------
 
-#: Python's JSON error -> RapidJSON's sentence (GetParseError_En), which TF Serving returns.
-_PARSE_ERRORS = {
-    "Expecting value": "Invalid value.",
-    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
-    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
-    "Extra data": "The document root must not be followed by other values.",
-    "Unterminated string starting at": "Missing a closing quotation mark in string.",
-    "Invalid \\escape": "Invalid escape character in string.",
-    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-    "Invalid control character at": "Invalid encoding in string.",
-}
 
-
-def _innermost_container(text: str, pos: int) -> str:
-    """`{` or `[`: the container open at `pos` (to name the missing `}` or `]`)."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for char in text[:pos]:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            stack.append(char)
-        elif char in "]}" and stack:
-            stack.pop()
-    return stack[-1] if stack else "["
-
-
-def parse_request(body: bytes | str) -> dict:
-    """Parse a request body; fails like TF Serving's `ParseJson` (empty, broken, not an object)."""
-    text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
-    if not text:
-        raise _invalid("JSON Parse error: The document is empty")
-    if not text.strip():
-        raise _invalid(f"JSON Parse error: The document is empty. at offset: {len(text)}")
+def parse_request(body: bytes) -> dict:
+    """Parse a request body as TF Serving's `ParseJson` does (RapidJSON, iterative), or fail
+    with its message: a syntax error, or a document that is not an object."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        if err.msg == "Expecting ',' delimiter":
-            closer = (
-                "}' after an object member"
-                if _innermost_container(text, err.pos) == "{"
-                else "]' after an array element"
-            )
-            reason = f"Missing a comma or '{closer}."
-        else:
-            reason = _PARSE_ERRORS.get(err.msg, err.msg + ".")
-        raise _invalid(f"JSON Parse error: {reason} at offset: {err.pos}") from None
-    except RecursionError:
-        raise _invalid("JSON Parse error: Unspecific syntax error. at offset: 0") from None
+        doc = json_document.parse(body)
+    except json_document.JsonParseError as err:
+        raise _invalid(err.message) from None
     if not isinstance(doc, dict):
         raise _invalid(f"JSON Value: {json_value_to_string(doc)} Is not object")
     return doc
@@ -351,13 +281,6 @@ def _type_error(value: Any, dtype: int) -> ServingError:
     )
 
 
-def _lossy_error(value: Any, target: str) -> ServingError:
-    return _invalid(
-        f"Cannot convert JSON value: {json_value_to_string(value)} to {target} "
-        "without loss of precision."
-    )
-
-
 def _is_b64_object(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(B64_KEY), str)
 
@@ -374,25 +297,13 @@ def _decode_b64(value: Any) -> bytes:
         raise _invalid("Unable to base64 decode") from None
 
 
-def _lossless(value: Any, dtype: int) -> bool:
-    """TF Serving's `IsLosslessDecimal`: integers up to 2**24-1 (float) fit, decimals by range."""
-    if _is_rapidjson_int(value):
-        return abs(value) <= _MAX_EXACT_INT[dtype]
-    number = float(value)
-    if not math.isfinite(number) or dtype == types_pb2.DT_DOUBLE:
-        return True
-    return abs(number) <= _FLOAT32_MAX
-
-
 def _convert_leaf(value: Any, dtype: int) -> Any:
     """One JSON scalar -> one Python value of `dtype`, or TF Serving's error."""
     kind = type(value)
     if dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE):
         if kind is not float and kind is not int:
             raise _type_error(value, dtype)
-        if not _lossless(value, dtype):
-            raise _lossy_error(value, "float" if dtype == types_pb2.DT_FLOAT else "double")
-        return float(value)
+        return float(value)  # any number, as GetFloat/GetDouble (no precision check since 2.5)
     if dtype in _SMALL_INTS:
         if kind is not int or not _INT32[0] <= value < _INT32[1]:
             raise _type_error(value, dtype)
@@ -417,7 +328,7 @@ def _convert_leaf(value: Any, dtype: int) -> Any:
         if kind is not str:
             raise _type_error(value, dtype)
         return value.encode("utf-8", "surrogateescape")
-    raise ServingError(
+    raise rest_error(
         grpc.StatusCode.UNIMPLEMENTED,
         f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype_name(dtype)}",
     )
@@ -477,7 +388,8 @@ def _to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
     elif dtype in _SMALL_INTS:
         array = np.array(values, dtype=np.int64).astype(numpy_dtype)
     else:
-        array = np.array(values, dtype=numpy_dtype)
+        with np.errstate(over="ignore"):  # a double past float32's range becomes inf
+            array = np.array(values, dtype=numpy_dtype)
     return array.reshape(shape)
 
 
@@ -495,26 +407,16 @@ def _fast_array(value: Any, dtype: int, has_booleans: bool) -> np.ndarray | None
     ):
         return None
     try:
-        array = np.asarray(value)
+        array = _as_array(value)
     except (ValueError, TypeError, OverflowError):
         return None
     if array.dtype.kind == "f":
         if dtype not in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE):
             return None
-        finite = array[np.isfinite(array)]
-        # A whole number here may have been an integer literal, which has a tighter limit.
-        whole = finite[finite == np.round(finite)]
-        if whole.size and np.abs(whole).max() > _MAX_EXACT_INT[types_pb2.DT_FLOAT]:
-            return None
-        if dtype == types_pb2.DT_FLOAT and finite.size and np.abs(finite).max() > _FLOAT32_MAX:
-            return None
     elif array.dtype.kind == "i":
-        if array.size:
+        if array.size and dtype not in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE):
             low, high = int(array.min()), int(array.max())
-            if dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE):
-                if max(-low, high) > _MAX_EXACT_INT[dtype]:
-                    return None
-            elif dtype in _SMALL_INTS and not (_INT32[0] <= low and high < _INT32[1]):
+            if dtype in _SMALL_INTS and not (_INT32[0] <= low and high < _INT32[1]):
                 return None
             elif dtype in (types_pb2.DT_UINT32, types_pb2.DT_UINT64) and low < 0:
                 return None
@@ -526,15 +428,40 @@ def _fast_array(value: Any, dtype: int, has_booleans: bool) -> np.ndarray | None
         return None
     if dtype in _SMALL_INTS:
         return array.astype(np.int64).astype(_NUMPY_DTYPE[dtype])
-    return array.astype(_NUMPY_DTYPE[dtype])
+    with np.errstate(over="ignore"):  # a double past float32's range becomes inf, as in C++
+        return array.astype(_NUMPY_DTYPE[dtype])
 
 
-def _tensor_from_value(value: Any, dtype: int, has_booleans: bool) -> tuple[np.ndarray, int]:
-    """One JSON tensor (scalar or nested lists) -> (array, number of leaves)."""
+#: Top-level elements NumPy converts per call: each call holds the interpreter, so a large list
+#: is converted in slices that let other requests' threads run in between.
+_ARRAY_SLICE = 256
+
+
+def _as_array(value: list) -> np.ndarray:
+    """`np.asarray(value)` of a nested list, converted slice by slice (same result)."""
+    if len(value) <= _ARRAY_SLICE:
+        return np.asarray(value)
+    parts = [np.asarray(value[i : i + _ARRAY_SLICE]) for i in range(0, len(value), _ARRAY_SLICE)]
+    if len({part.shape[1:] for part in parts}) != 1:
+        raise ValueError("the slices differ in shape: ragged")
+    return np.concatenate(parts)
+
+
+def _tensor_from_value(
+    value: Any, dtype: int, has_booleans: bool, alias: str, *, batched: bool = False
+) -> tuple[np.ndarray, int]:
+    """One JSON tensor (scalar or nested lists) -> (array, number of leaves).
+
+    `batched`: the value is one instance of a row-format request (its tensor gains a dimension).
+    """
+    shape = _dense_shape(value)
+    if len(shape) + batched > MAX_NUMPY_DIMENSIONS:
+        # TF Serving fails past 254 dimensions ("tensor parsing error"); NumPy holds 64. The
+        # check comes before any recursion, so no depth of nesting can exhaust the stack.
+        raise _invalid(f"tensor parsing error: {alias}")
     fast = _fast_array(value, dtype, has_booleans) if isinstance(value, list) else None
     if fast is not None:
         return fast, fast.size
-    shape = _dense_shape(value)
     values: list = []
     _fill(value, 0, shape, dtype, values)
     return _to_array(values, shape, dtype), len(values)
@@ -572,7 +499,7 @@ def _rows_to_tensors(
     def add_item(item: Any, name: str) -> None:
         if name not in input_types:
             raise _invalid(f"JSON object: does not have named input: {name}")
-        array, size = _tensor_from_value(item, input_types[name], has_booleans)
+        array, size = _tensor_from_value(item, input_types[name], has_booleans, name, batched=True)
         if name not in sizes:
             sizes[name], shapes[name] = size, array.shape
         elif sizes[name] != size:
@@ -629,12 +556,13 @@ def _columns_to_tensors(
                 "inputs is a plain value/list, but expecting an object as multiple input "
                 "tensors required as per tensorinfo_map"
             )
-        return {names[0]: _tensor_from_value(inputs, input_types[names[0]], has_booleans)[0]}
+        name = names[0]
+        return {name: _tensor_from_value(inputs, input_types[name], has_booleans, name)[0]}
     tensors = {}
     for name in names:
         if name not in inputs:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = _tensor_from_value(inputs[name], input_types[name], has_booleans)[0]
+        tensors[name] = _tensor_from_value(inputs[name], input_types[name], has_booleans, name)[0]
     return tensors
 
 
@@ -694,7 +622,7 @@ def _value_formatter(name: str, array: np.ndarray) -> Callable[[Any], Any]:
             data = value if isinstance(value, bytes) else str(value).encode("utf-8")
             if as_b64:
                 return _Base64(base64.b64encode(data).decode("ascii"))
-            return json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)
+            return json_document.quote(data.decode("utf-8", "surrogateescape"))
 
         return string
     tf_name = {"f2": "half", "c8": "complex64", "c16": "complex128", "u2": "uint16"}.get(
@@ -721,6 +649,9 @@ def _write_tensor(
         else:
             writer.raw(token)
         return offset + 1
+    if dim == len(shape) - 1 and not (flat and isinstance(flat[0], _Base64)):
+        writer.array_of(flat[offset : offset + shape[dim]])
+        return offset + shape[dim]
     writer.start_array()
     for _ in range(shape[dim]):
         offset = _write_tensor(writer, flat, shape, dim + 1, offset)
@@ -731,6 +662,8 @@ def _write_tensor(
 def _formatted(name: str, array: np.ndarray) -> list:
     """Every element of `array`, in C order, as its JSON token."""
     fmt = _value_formatter(name, array)
+    if array.dtype in (np.float32, np.float64):
+        return decimal_tokens(array)
     return [fmt(v) for v in array.reshape(-1).tolist()]
 
 
@@ -829,13 +762,12 @@ def _add_feature_value(value: Any, name: str, feature: Any) -> None:
     elif _is_rapidjson_int(value):
         check_kind("int64_list")
         if value >= _INT64[1]:
-            raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise _invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
         feature.int64_list.value.append(value)
     else:
         check_kind("float_list")
-        if not _lossless(value, types_pb2.DT_FLOAT):
-            raise _lossy_error(value, "float")
-        feature.float_list.value.append(float(value))
+        with np.errstate(over="ignore"):  # GetFloat: a double past float32's range is inf
+            feature.float_list.value.append(float(np.float32(value)))
 
 
 def _example_from_json(value: Any, example: Any) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
 from prometheus_client import CollectorRegistry, generate_latest
@@ -49,6 +49,11 @@ GRPC_API_LABEL = {
     "multi_inference": "MultiInference",
 }
 ENTRYPOINTS = ("GRPC", "REST")
+#: The `model_name` / `model` label of every request naming a model that is not served: one
+#: series for all of them, so clients cannot grow the metrics page (or the server) without limit.
+UNKNOWN_MODEL_LABEL = "<unknown>"
+#: Most model names that get a label of their own; later ones share UNKNOWN_MODEL_LABEL.
+MAX_MODEL_LABELS = 200
 
 
 class _Histogram:
@@ -83,8 +88,36 @@ class ServingMetrics(Collector):
         self._example_total: dict[str, int] = defaultdict(int)
         self._load_attempts: dict[tuple[str, str], int] = defaultdict(int)
         self._load_latency: dict[str, int] = defaultdict(int)
+        self._labelled_models: set[str] = set()
+        self._served_models: Callable[[], Iterable[str]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+
+    def label_models_by(self, served_models: Callable[[], Iterable[str]]) -> None:
+        """Give requests a model label of their own only for the names `served_models()` lists.
+
+        Without it, the first MAX_MODEL_LABELS names a client sends get one; either way the
+        number of series is bounded whatever names clients make up.
+        """
+        self._served_models = served_models
+
+    def model_label(self, model_name: str) -> str:
+        """The label a request for `model_name` is counted under (see UNKNOWN_MODEL_LABEL)."""
+        if model_name in self._labelled_models:
+            return model_name
+        served_models = self._served_models
+        if served_models is not None:
+            try:
+                served = model_name in set(served_models())
+            except Exception:  # noqa: BLE001 - a metric must never fail the request
+                served = False
+            if not served:
+                return UNKNOWN_MODEL_LABEL
+        with self._lock:
+            if len(self._labelled_models) >= MAX_MODEL_LABELS:
+                return UNKNOWN_MODEL_LABEL
+            self._labelled_models.add(model_name)
+        return model_name
 
     def record_request(
         self,
@@ -109,6 +142,7 @@ class ServingMetrics(Collector):
             else str(status_code_name)
         )
         label = GRPC_API_LABEL[api] if entrypoint == "GRPC" else api
+        model_name = self.model_label(model_name)  # outside the lock: it may ask the manager
         with self._lock:
             self._request_count[(model_name, status)] += 1
             if status == "OK":
@@ -120,6 +154,7 @@ class ServingMetrics(Collector):
 
     def record_example_count(self, model_name: str, count: int) -> None:
         """Examples in one Classify/Regress request (`request_example_counts` and `_total`)."""
+        model_name = self.model_label(model_name)
         with self._lock:
             histogram = self._example_counts.get(model_name)
             if histogram is None:

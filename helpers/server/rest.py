@@ -10,8 +10,14 @@ or `curl` call written for the real server works here unchanged:
     GET  /monitoring/prometheus/metrics                            when monitoring is enabled
 
 aiohttp runs on its own event loop in a thread of the server process; parsing JSON and running
-the model happen in a thread pool so a slow request never stalls the loop (or the other calls).
-Tensor conversion lives in `json_tensors`, metrics in `metrics`.
+the model happen in a thread pool so a slow request never stalls the loop (or the other calls),
+and bodies of a megabyte or more are parsed in a child process (`json_document`) so they do
+not hold the interpreter that gRPC calls need. Errors are written whole (TF Serving cuts them
+only on gRPC). Careless or hostile clients meet limits TF Serving has or that keep the process
+healthy: gzip bodies inflate to at most 100 MB, a connection must send its request within
+IDLE_TIMEOUT_S and its body within BODY_TIMEOUT_S, at most MAX_CONNECTIONS are open at once,
+and metric labels only name served models.
+Tensor conversion lives in `json_tensors`, JSON reading in `json_document`, metrics in `metrics`.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import asyncio
 import logging
 import os
 import re
+import resource
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +38,7 @@ from urllib.parse import unquote
 import grpc
 from aiohttp import web
 
-from helpers.server import json_tensors, metrics
+from helpers.server import json_document, json_tensors, metrics
 from helpers.server.errors import ServingError, first_line
 
 log = logging.getLogger("helpers.server.rest")
@@ -52,9 +60,23 @@ DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_TIMEOUT_MS = 30_000
 #: TF Serving accepts large bodies (the gRPC side allows ~2 GB); aiohttp's default is 1 MiB.
 MAX_BODY_BYTES = 2**31 - 1
+#: Largest body a `Content-Encoding: gzip` request may inflate to: TF Serving's
+#: ZLib::kMaxUncompressedBytes (util/net_http/compression/gzip_zlib.h), 100 MB.
+MAX_INFLATED_BYTES = 100 * 1024 * 1024
+#: Seconds a connection may stay open without sending a complete request (half-sent headers
+#: included) and seconds a request may take to send its body; then it is closed / answered 408.
+IDLE_TIMEOUT_S = 30.0
+BODY_TIMEOUT_S = 60.0
+#: Open connections the REST port accepts at once; more are closed on arrival, so slow or idle
+#: clients can never use up the process's file descriptors (which gRPC needs too).
+MAX_CONNECTIONS = max(16, min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+#: A version in a path is an int64: more digits than this cannot be one.
+_MAX_VERSION_DIGITS = 19
 #: Message of a Session run cut by --rest_api_timeout_in_ms (TensorFlow's DirectSession).
 TIMEOUT_MESSAGE = "Timed out waiting for notification"
 _INT64_MAX = 2**63 - 1
+#: The Content-Type of every REST answer, exactly as TF Serving writes it.
+JSON_CONTENT_TYPE = "application/json"
 
 #: Route kind -> `api` name for metrics.record_request (the contract's names).
 _METRICS_API = {
@@ -67,7 +89,7 @@ _METRICS_API = {
 
 
 def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    return json_tensors.rest_error(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass(frozen=True)
@@ -98,11 +120,15 @@ def parse_route(method: str, path: str) -> Route:
         raise malformed
     version = None
     if version_text:
-        version = int(version_text)
-        if version > _INT64_MAX:
+        # absl::SimpleAtoi refuses what does not fit an int64 (checked on the length first, so a
+        # version of thousands of digits costs nothing). TF Serving answers this one with an empty
+        # body; a JSON error says more and is what every other 400 carries.
+        if len(version_text.lstrip("0")) > _MAX_VERSION_DIGITS or int(version_text) > _INT64_MAX:
             raise _invalid(f"Failed to convert version: {version_text} to numeric.")
-    name = unquote(name or "")
-    label = unquote(label) if label else None
+        version = int(version_text)
+    # curl_easy_unescape: %XX becomes that byte, whatever it is (kept as a surrogate escape).
+    name = unquote(name or "", errors="surrogateescape")
+    label = unquote(label, errors="surrogateescape") if label else None
     # The verb matched case-insensitively, but only the lowercase spelling is dispatched.
     if verb not in _METRICS_API:
         raise malformed
@@ -218,12 +244,21 @@ class RestServer:
         monitoring_path: str | None = None,
         num_threads: int | None = None,
         serving_metrics: metrics.ServingMetrics | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        body_timeout: float = BODY_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.host = host
+        self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
         self.requested_port = port
         self.timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
         self.monitoring_path = monitoring_path
         self.metrics = serving_metrics or metrics.default_metrics()
+        model_names = getattr(manager, "model_names", None)
+        if model_names is not None:
+            self.metrics.label_models_by(model_names)
         self.api = RestApi(manager, self.metrics)
         # TF Serving's default: --rest_api_num_threads = 4 x the number of cores.
         workers = num_threads or 4 * (os.cpu_count() or 1)
@@ -267,9 +302,25 @@ class RestServer:
     async def _open(self) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_route("*", "/{path:.*}", self._dispatch)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            # A connection that has not sent a whole request in this time is closed; aiohttp
+            # starts this clock when the connection opens, so half-sent headers count too.
+            keepalive_timeout=self.idle_timeout,
+            lingering_time=2.0,
+            # Bodies are inflated here, with a cap (TF Serving's), not without limit by aiohttp.
+            auto_decompress=False,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, shutdown_timeout=5.0)
+        site = _BoundedSite(
+            runner,
+            self.host,
+            self.requested_port,
+            shutdown_timeout=5.0,
+            max_connections=self.max_connections,
+        )
         try:
             await site.start()
         except BaseException:
@@ -293,6 +344,7 @@ class RestServer:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        json_document.stop_parser_process()
 
     def __enter__(self) -> RestServer:
         return self
@@ -309,16 +361,35 @@ class RestServer:
             )
         if not API_PATH.fullmatch(path):
             raise web.HTTPNotFound()
-        body = await request.read()
+        try:
+            body = await asyncio.wait_for(_read_body(request), self.body_timeout)
+        except asyncio.TimeoutError:
+            response = self._error_response(
+                ServingError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"Timed out reading the request body after {self.body_timeout:g} s",
+                ),
+                status=408,
+            )
+            response.force_close()
+            return response
+        except ServingError as err:
+            response = self._error_response(err)
+            response.force_close()  # the rest of the body is not read
+            return response
         started = time.perf_counter()
         try:
             route = parse_route(request.method, path)
         except ServingError as err:
             return self._error_response(err)
+        loop = asyncio.get_running_loop()
         try:
-            call = asyncio.get_running_loop().run_in_executor(
-                self._executor, self.api.handle, route, body
-            )
+            if "gzip" in request.headers.get("Content-Encoding", ""):
+                body = await loop.run_in_executor(self._executor, inflate, body)
+        except ServingError as err:
+            return self._error_response(err)
+        try:
+            call = loop.run_in_executor(self._executor, self.api.handle, route, body)
             timeout = self.timeout if route.kind in ("predict", "classify", "regress") else None
             text = await asyncio.wait_for(call, timeout)
         except asyncio.TimeoutError:
@@ -333,7 +404,7 @@ class RestServer:
                 "OK",
                 time.perf_counter() - started,
             )
-            return web.Response(text=text, content_type="application/json")
+            return _json_response(text, 200)
         self.metrics.record_request(
             route.model_name,
             _METRICS_API[route.kind],
@@ -344,12 +415,85 @@ class RestServer:
         return self._error_response(error)
 
     @staticmethod
-    def _error_response(error: ServingError) -> web.Response:
-        return web.Response(
-            text=json_tensors.error_json(error.message),
-            status=error.http_status,
-            content_type="application/json",
+    def _error_response(error: ServingError, status: int | None = None) -> web.Response:
+        return _json_response(json_tensors.error_json(error.message), status or error.http_status)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The raw body (not inflated), refused past MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _invalid(f"The request body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def inflate(body: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
+    """A `Content-Encoding: gzip` body, inflated to at most `limit` bytes (TF Serving's cap)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise _invalid(f"Failed to uncompress the gzip request body: {exc}") from None
+    if len(data) > limit:
+        raise _invalid(
+            f"The gzip request body inflates to more than {limit} bytes; "
+            "send it uncompressed or split the request"
         )
+    if not inflater.eof:
+        raise _invalid("Failed to uncompress the gzip request body: it ends before its last block")
+    return data
+
+
+class _BoundedSite(web.TCPSite):
+    """A TCPSite that closes connections beyond `max_connections` as they arrive."""
+
+    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_connections = max_connections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self._max_connections:
+                return _Refuse()
+            return server()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            protocol,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the limit: closed at once, nothing logged."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+def _json_response(text: str, status: int) -> web.Response:
+    """A response as TF Serving sends it: `Content-Type: application/json` exactly (AddHeaders in
+    http_rest_api_util.cc; aiohttp would add `; charset=utf-8`), and the bytes of the text as
+    they are, so a string quoted from a body that was not UTF-8 comes back unchanged."""
+    return web.Response(
+        body=text.encode("utf-8", "surrogateescape"),
+        status=status,
+        headers={"Content-Type": JSON_CONTENT_TYPE},
+    )
 
 
 def start_rest_server(
@@ -361,11 +505,13 @@ def start_rest_server(
     monitoring_path: str | None = None,
     num_threads: int | None = None,
     serving_metrics: metrics.ServingMetrics | None = None,
+    **limits: Any,
 ) -> RestServer:
     """Start the REST API for `manager` on host:port (0 = a free port; see `.port`).
 
     Returns a running `RestServer`; `.stop()` shuts it down gracefully. A port that cannot be
-    bound raises OSError here, before the caller reports the server as ready.
+    bound raises OSError here, before the caller reports the server as ready. `limits`:
+    `idle_timeout`, `body_timeout` (seconds) and `max_connections` (see RestServer).
     """
     return RestServer(
         manager,
@@ -375,4 +521,5 @@ def start_rest_server(
         monitoring_path=monitoring_path,
         num_threads=num_threads,
         serving_metrics=serving_metrics,
+        **limits,
     ).start()

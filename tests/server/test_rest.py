@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,12 +114,13 @@ def call(server, method: str, path: str, body=None) -> requests.Response:
 
 def ok_json(response: requests.Response) -> dict:
     assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["Content-Type"] == "application/json"
     return response.json()
 
 
 def error(response: requests.Response) -> tuple[int, str]:
     """(HTTP status, message) of an error answer, which must be `{"error": "..."}` only."""
+    assert response.headers["Content-Type"] == "application/json", response.headers
     body = response.json()
     assert list(body) == ["error"], response.text
     return response.status_code, body["error"]
@@ -295,8 +298,7 @@ ERROR_ROWS = [
         f"/v1/models/{MNIST}:predict",
         {"instances": [1], "inputs": [1]},
         400,
-        'JSON Value: {\n    "instances": [\n        1\n    ],\n'
-        '    "inputs": [\n        1\n    ]\n} '
+        'JSON Value: {\n    "instances": [1],\n    "inputs": [1]\n} '
         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
     ),
     (
@@ -355,7 +357,7 @@ ERROR_ROWS = [
         f"/v1/models/{MNIST}:predict",
         {"signature_name": 1, "instances": [1]},
         400,
-        'JSON Value: {\n    "signature_name": 1,\n    "instances": [\n        1\n    ]\n} '
+        'JSON Value: {\n    "signature_name": 1,\n    "instances": [1]\n} '
         "not formatted correctly. 'signature_name' key must be a string value.",
     ),
     (
@@ -366,7 +368,7 @@ ERROR_ROWS = [
         "JSON Parse error: Missing a name for object member. at offset: 1",
     ),
     ("POST", f"/v1/models/{MNIST}:predict", "", 400, "JSON Parse error: The document is empty"),
-    ("POST", f"/v1/models/{MNIST}:predict", "[1]", 400, "JSON Value: [\n    1\n] Is not object"),
+    ("POST", f"/v1/models/{MNIST}:predict", "[1]", 400, "JSON Value: [1] Is not object"),
     (
         "POST",
         f"/v1/models/{MNIST}:explode",
@@ -460,7 +462,7 @@ def test_errors_of_several_inputs(rest_server):
     assert error(call(rest_server, "POST", path, {"instances": [{"a": [1.0, 2.0]}]})) == (
         400,
         "Failed to process element: 0 of 'instances' list. JSON object: "
-        '{\n    "a": [\n        1.0,\n        2.0\n    ]\n} must only have keys: a,b',
+        '{\n    "a": [1.0, 2.0]\n} must only have keys: a,b',
     )
     status, message = error(
         call(rest_server, "POST", path, {"inputs": {"a": [[1, 2]] * 3, "b": [[1, 2]] * 2}})
@@ -468,7 +470,7 @@ def test_errors_of_several_inputs(rest_server):
     assert status == 400 and message.startswith("Incompatible shapes: [3,2] vs. [2,2]")
 
 
-def test_type_and_precision_errors(rest_server):
+def test_type_errors_and_float_rounding(rest_server):
     path = f"/v1/models/{REST_MODEL}:predict"
     body = {
         "signature_name": "types",
@@ -483,11 +485,10 @@ def test_type_and_precision_errors(rest_server):
         400,
         "JSON Value: 1 Type: Number is not of expected type: bool",
     )
-    lossy = {"signature_name": "ragged_out", "inputs": [16777217]}
-    assert error(call(rest_server, "POST", path, lossy)) == (
-        400,
-        "Cannot convert JSON value: 16777217 to float without loss of precision.",
-    )
+    # Any number fits a float input, rounded to float32 (TF Serving dropped its precision check).
+    rounded = {"signature_name": "ragged_out", "inputs": [16777217]}
+    outputs = ok_json(call(rest_server, "POST", path, rounded))["outputs"]
+    assert outputs["y"] == [16777216.0]
     bad_b64 = {"signature_name": "bytes", "instances": [{"b64": "%%%"}]}
     assert error(call(rest_server, "POST", path, bad_b64)) == (
         400,
@@ -544,12 +545,66 @@ def test_metrics_of_the_embedded_server_label_rest_calls(server):
         r'model_name="mnist"\} [1-9]',
         text,
     )
+    # A model that is not served is counted under one shared label, whatever name was sent.
     assert re.search(
-        r':tensorflow:serving:request_count\{model_name="nope",status="NOT_FOUND"\} [1-9]', text
+        r':tensorflow:serving:request_count\{model_name="<unknown>",status="NOT_FOUND"\} [1-9]',
+        text,
     )
+    assert 'model_name="nope"' not in text
 
 
 def test_custom_monitoring_path(rest_server):
     assert call(rest_server, "GET", METRICS_PATH).status_code == 200
     assert ":tensorflow:serving:request_count" in call(rest_server, "GET", METRICS_PATH).text
     assert call(rest_server, "GET", "/monitoring/prometheus/metrics").status_code == 404
+
+
+# =============================================================================== large bodies
+def test_a_50_mb_body_leaves_grpc_callers_served(server, predict_stub):
+    """The body is parsed off the serving threads; gRPC calls meanwhile all succeed.
+
+    Prints the gRPC latencies measured while the REST call runs (no timing is asserted).
+    """
+    own_server_only()
+    rows = np.round(images(300, seed=1), 3).tolist()
+    text = json.dumps(rows)
+    copies = 50_000_000 // len(text) + 1
+    body = ('{"instances": [' + ", ".join([text[1:-1]] * copies) + "]}").encode()
+    wrong = b'{"signature_name": 5, ' + body[1:]
+    latencies: list[float] = []
+    done = threading.Event()
+    answers: dict[str, requests.Response] = {}
+    seconds: dict[str, float] = {}
+
+    def rest_calls() -> None:
+        url = f"{server.rest_url}/v1/models/{MNIST}:predict"
+        try:
+            for name, data in (("wrong", wrong), ("ok", body)):
+                started = time.perf_counter()
+                answers[name] = requests.post(url, data=data, timeout=300)
+                seconds[name] = time.perf_counter() - started
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=rest_calls)
+    thread.start()
+    while not done.is_set():
+        started = time.perf_counter()
+        reply = predict_stub.Predict(predict_request(), timeout=60)
+        latencies.append(time.perf_counter() - started)
+        assert reply.outputs
+    thread.join()
+    print(seconds, {name: answer.status_code for name, answer in answers.items()})
+    status, message = error(answers["wrong"])
+    assert status == 400 and message.endswith(
+        " not formatted correctly. 'signature_name' key must be a string value."
+    )
+    predictions = ok_json(answers["ok"])["predictions"]
+    assert len(predictions) == 300 * copies
+    latencies.sort()
+    print(
+        f"\n{len(body) / 1e6:.0f} MB REST bodies: the wrong-typed one answered 400 in "
+        f"{seconds['wrong']:.1f} s, the predict in {seconds['ok']:.1f} s; "
+        f"{len(latencies)} gRPC Predict calls meanwhile, median "
+        f"{latencies[len(latencies) // 2] * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms"
+    )
