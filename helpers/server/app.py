@@ -4,6 +4,10 @@ Order of start-up: flags and configuration files are checked first (a typo fails
 with one line, before TensorFlow is imported); then the ports are bound (a port in use is
 refused, never shared); then the models load; then the server runs until SIGTERM/SIGINT (or the
 --parent_pid process ends), when it stops taking calls, finishes the ones in flight and exits 0.
+
+A start-up that fails ends as `tensorflow_model_server`'s main() does: one line
+`Failed to start server. Error: <CODE>: <message>` on stdout and exit status 255 (its -1);
+a command line that cannot be read is a usage error (`error: ...` on stderr, status 2).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from helpers.server.config_files import (
 from helpers.server.flags import (
     FlagError,
     Flags,
+    OptionsError,
     channel_arguments,
     check_flags,
     parse_flags,
+    session_threads,
     usage,
 )
 
@@ -41,6 +47,8 @@ MAX_MESSAGE_BYTES = 2**31 - 1
 #: Seconds a stopping server gives calls in flight to finish.
 STOP_GRACE_SECONDS = 5.0
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+#: What `tensorflow_model_server` returns when it cannot start (main() returns -1).
+STARTUP_FAILURE_STATUS = 255
 
 
 class StartupError(RuntimeError):
@@ -111,7 +119,7 @@ class ModelServer:
             params = self.configs["batching"]
             has_size = params is not None and params.HasField("max_batch_size")
             batch_size = params.max_batch_size.value if has_size else 1000
-        workers = max(32, min(256, 2 * batch_size))
+        workers = flags.grpc_max_threads or max(32, min(256, 2 * batch_size))
         defaults = [
             ("grpc.so_reuseport", 0),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -122,19 +130,25 @@ class ModelServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
         address = f"{flags.host}:{flags.port}"
         try:
-            if self.configs["ssl"] is not None:
-                bound = server.add_secure_port(address, server_credentials(self.configs["ssl"]))
-            else:
-                bound = server.add_insecure_port(address)
+            ssl = self.configs["ssl"]
+            credentials = server_credentials(ssl) if ssl is not None else None
         except TLSConfigError as exc:
             raise StartupError(f"Invalid SSL config: {exc}") from None
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise StartupError(
-                f"could not bind the gRPC port {address}: it is in use by another process "
-                "(stop that server or choose another --port)"
-            )
+        if flags.port:  # 0: only --grpc_socket_path
+            try:
+                if credentials is not None:
+                    bound = server.add_secure_port(address, credentials)
+                else:
+                    bound = server.add_insecure_port(address)
+            except RuntimeError:
+                bound = 0
+            if not bound:
+                raise StartupError(
+                    f"could not bind the gRPC port {address}: it is in use by another process "
+                    "(stop that server or choose another --port)"
+                )
+        if flags.grpc_socket_path:
+            listen_on_unix_socket(server, flags.grpc_socket_path, credentials)
         self.grpc_server = server
 
         # Only now the heavy imports (TensorFlow): a taken port was refused in well under a second.
@@ -144,6 +158,8 @@ class ModelServer:
         from helpers.server.errors import ServingError
         from helpers.server.grpc_service import add_services
         from helpers.server.models import ManagerOptions, ModelManager
+
+        _set_session_threads(*session_threads(flags))
 
         if flags.enable_batching:
             try:
@@ -182,7 +198,12 @@ class ModelServer:
         except ServingError as exc:
             raise StartupError(f"{exc.code.name}: {exc.message}") from None
         tls = " (TLS)" if self.configs["ssl"] is not None else ""
-        log.info("Running gRPC ModelServer at %s%s ...", address, tls)
+        if flags.port:
+            log.info("Running gRPC ModelServer at %s%s ...", address, tls)
+        if flags.grpc_socket_path:
+            log.info(
+                "Running gRPC ModelServer at UNIX socket %s%s ...", flags.grpc_socket_path, tls
+            )
         if self.rest_handle is not None:
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
         if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
@@ -207,6 +228,7 @@ class ModelServer:
                 flags.rest_api_port,
                 timeout_ms=flags.rest_api_timeout_in_ms,
                 monitoring_path=monitoring_path,
+                num_threads=flags.rest_api_num_threads or None,
             )
         except OSError as exc:
             raise StartupError(
@@ -229,11 +251,19 @@ class ModelServer:
             if current is None or current == last:
                 continue
             last = current
+            log.info("Model config file %s changed: reloading", path)
             try:
-                log.info("Model config file %s changed: reloading", path)
-                self.manager.reload_config(read_model_server_config(path))
+                config = read_model_server_config(path)
+            except ConfigError as exc:  # keep serving the old config (PollFilesystemAndReload...)
+                if exc.detail:
+                    log.error("%s", exc.detail)
+                log.error("Failed to read ModelServerConfig file: %s", exc)
+                continue
+            try:
+                self.manager.reload_config(config)
             except Exception as exc:  # noqa: BLE001 - keep serving the old config
-                log.error("ReloadConfig failed: %s", exc)
+                message = getattr(exc, "message", None) or str(exc)
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", message)
 
     def _watch_parent(self) -> None:
         pid = self.flags.parent_pid
@@ -266,6 +296,61 @@ class ModelServer:
         if self.batcher is not None:
             self.batcher.close()
         log.info("Server stopped")
+
+
+def _startup_failed(status: str) -> int:
+    """End a failed start-up as tensorflow_model_server does: one stdout line, status 255."""
+    print(f"Failed to start server. Error: {status}", flush=True)
+    return STARTUP_FAILURE_STATUS
+
+
+def listen_on_unix_socket(server: Any, path: str, credentials: Any) -> None:
+    """Serve gRPC on `unix:<path>` too, with the TCP port's credentials (--grpc_socket_path).
+
+    gRPC replaces any socket file already at `path`; a live server there would silently lose
+    its clients, so that is refused, as a taken TCP port is.
+    """
+    import socket
+    import stat
+
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        is_socket = False
+    if is_socket:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex(path) == 0:
+                raise StartupError(
+                    f"could not listen on the UNIX socket {path}: another server listens there "
+                    "(stop it or choose another --grpc_socket_path)"
+                )
+    target = f"unix:{path}"
+    try:
+        if credentials is not None:
+            server.add_secure_port(target, credentials)
+        else:
+            server.add_insecure_port(target)
+    except RuntimeError:
+        raise StartupError(
+            f"could not listen on the UNIX socket {path}: its folder must exist and be writable, "
+            "and the path must not be a file"
+        ) from None
+
+
+def _set_session_threads(intra_op: int, inter_op: int) -> None:
+    """Thread pools of every TensorFlow session the server creates (0: TensorFlow decides).
+
+    A session made without a ConfigProto takes the eager context's, so setting the context
+    before the first model loads applies the --tensorflow_*_parallelism flags to all of them.
+    """
+    if not (intra_op or inter_op):
+        return
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    log.info("TensorFlow session threads: intra-op %d, inter-op %d", intra_op, inter_op)
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -309,20 +394,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         flags = parse_flags(argv)
-        check_flags(flags)
     except FlagError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     if flags.version:
         print("TensorFlow ModelServer: helpers.server (TF Serving compatible embedded server)")
         return 0
+    try:
+        check_flags(flags)
+    except OptionsError as exc:
+        return _startup_failed(f"INVALID_ARGUMENT: {exc}")
     _setup_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         configs = _read_configs(flags)
     except ConfigError as exc:
-        log.error("Failed to start server. Error: %s", exc)
-        return 1
+        if exc.detail:  # protobuf's own parser logs this line to stderr
+            log.error("%s", exc.detail)
+        return _startup_failed(exc.status)
 
     server = ModelServer(flags, configs)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -332,8 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     except StartupError as exc:
         server.stop(quiet=True)
-        log.error("Failed to start server. Error: %s", exc)
-        return 1
+        return _startup_failed(str(exc))
     log.info("Server ready in %.1f s", time.monotonic() - started)
     while not server.stopping.wait(0.5):
         pass
