@@ -1,9 +1,12 @@
 """`python -m helpers.server`: start the embedded model server from TF Serving's flags.
 
 Order of start-up: flags and configuration files are checked first (a typo fails in a second,
-with one line, before TensorFlow is imported); then the ports are bound (a port in use is
-refused, never shared); then the models load; then the server runs until SIGTERM/SIGINT (or the
---parent_pid process ends), when it stops taking calls, finishes the ones in flight and exits 0.
+with one line, before TensorFlow is imported); then the ports are checked (a port in use is
+refused, never shared); then the models load; only then are the ports opened, as TF Serving
+opens them after its initial models have loaded (server.cc: ServerCore::Create runs before the
+gRPC server is built), so a client that connects earlier is refused rather than answered
+NOT_FOUND. The server runs until SIGTERM/SIGINT (or the --parent_pid process ends), when it
+stops taking calls, finishes the ones in flight and exits 0.
 
 A start-up that fails ends as `tensorflow_model_server`'s main() does: one line
 `Failed to start server. Error: <CODE>: <message>` on stdout and exit status 255 (its -1);
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -36,9 +40,9 @@ from helpers.server.flags import (
     channel_arguments,
     check_flags,
     parse_flags,
-    session_threads,
     usage,
 )
+from helpers.server.unix_socket import SocketPathError, check_socket_path, listen_on_unix_socket
 
 log = logging.getLogger("helpers.server")
 
@@ -102,7 +106,7 @@ class ModelServer:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        """Bind the ports (fast failure), then load TensorFlow, the services and the models."""
+        """Check the ports (fast failure), load TensorFlow and the models, then open the ports."""
         import grpc
 
         from helpers.server.tls import TLSConfigError, server_credentials
@@ -114,6 +118,25 @@ class ModelServer:
             extra = channel_arguments(flags.grpc_channel_arguments)
         except FlagError as exc:
             raise StartupError(str(exc)) from None
+        credentials = None
+        if self.configs["ssl"] is not None:
+            try:
+                credentials = server_credentials(self.configs["ssl"])
+            except TLSConfigError as exc:
+                raise StartupError(f"Invalid SSL config: {exc}") from None
+        address = f"{flags.host}:{flags.port}"
+        if flags.port and not _port_is_free(flags.host, flags.port):  # 0: only the socket
+            raise StartupError(_port_taken(address))
+        if flags.grpc_socket_path:
+            try:
+                check_socket_path(flags.grpc_socket_path)
+            except SocketPathError as exc:
+                raise StartupError(str(exc)) from None
+        if flags.rest_api_port and not _port_is_free(flags.host, flags.rest_api_port):
+            raise StartupError(
+                f"could not bind the REST port {flags.host}:{flags.rest_api_port}: it is in use "
+                "by another process (choose another --rest_api_port, or 0 to disable REST)"
+            )
         batch_size = 0
         if flags.enable_batching:
             params = self.configs["batching"]
@@ -128,27 +151,6 @@ class ModelServer:
         overridden = {key for key, _ in extra}  # --grpc_channel_arguments win, as in TF Serving
         options = [(k, v) for k, v in defaults if k not in overridden] + extra
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
-        address = f"{flags.host}:{flags.port}"
-        try:
-            ssl = self.configs["ssl"]
-            credentials = server_credentials(ssl) if ssl is not None else None
-        except TLSConfigError as exc:
-            raise StartupError(f"Invalid SSL config: {exc}") from None
-        if flags.port:  # 0: only --grpc_socket_path
-            try:
-                if credentials is not None:
-                    bound = server.add_secure_port(address, credentials)
-                else:
-                    bound = server.add_insecure_port(address)
-            except RuntimeError:
-                bound = 0
-            if not bound:
-                raise StartupError(
-                    f"could not bind the gRPC port {address}: it is in use by another process "
-                    "(stop that server or choose another --port)"
-                )
-        if flags.grpc_socket_path:
-            listen_on_unix_socket(server, flags.grpc_socket_path, credentials)
         self.grpc_server = server
 
         # Only now the heavy imports (TensorFlow): a taken port was refused in well under a second.
@@ -158,9 +160,9 @@ class ModelServer:
         from helpers.server.errors import ServingError
         from helpers.server.grpc_service import add_services
         from helpers.server.models import ManagerOptions, ModelManager
+        from helpers.server.session_threads import apply_session_threads
 
-        _set_session_threads(*session_threads(flags))
-
+        apply_session_threads(flags)
         if flags.enable_batching:
             try:
                 batching = BatchingOptions.from_proto(self.configs["batching"], os.cpu_count() or 2)
@@ -190,14 +192,32 @@ class ModelServer:
             names.append(health_module.SERVICE_NAME)
         names.append(reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        server.start()
-        self._start_rest()
 
         try:
             self.manager.start(self.configs["models"])
         except ServingError as exc:
             raise StartupError(f"{exc.code.name}: {exc.message}") from None
-        tls = " (TLS)" if self.configs["ssl"] is not None else ""
+
+        # The initial models are loaded: open the ports, as TF Serving does.
+        try:
+            if not flags.port:  # --grpc_socket_path only
+                bound = 1
+            elif credentials is not None:
+                bound = server.add_secure_port(address, credentials)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise StartupError(_port_taken(address))
+        if flags.grpc_socket_path:
+            try:
+                listen_on_unix_socket(server, flags.grpc_socket_path, credentials)
+            except SocketPathError as exc:
+                raise StartupError(str(exc)) from None
+        self._start_rest()  # before gRPC: a client that sees gRPC answer finds REST up too
+        server.start()
+        tls = " (TLS)" if credentials is not None else ""
         if flags.port:
             log.info("Running gRPC ModelServer at %s%s ...", address, tls)
         if flags.grpc_socket_path:
@@ -304,53 +324,32 @@ def _startup_failed(status: str) -> int:
     return STARTUP_FAILURE_STATUS
 
 
-def listen_on_unix_socket(server: Any, path: str, credentials: Any) -> None:
-    """Serve gRPC on `unix:<path>` too, with the TCP port's credentials (--grpc_socket_path).
+def _port_taken(address: str) -> str:
+    return (
+        f"could not bind the gRPC port {address}: it is in use by another process "
+        "(stop that server or choose another --port)"
+    )
 
-    gRPC replaces any socket file already at `path`; a live server there would silently lose
-    its clients, so that is refused, as a taken TCP port is.
+
+def _port_is_free(host: str, port: int) -> bool:
+    """True if `host:port` can be bound now: nothing listens there (sharing not allowed).
+
+    SO_REUSEADDR on POSIX lets the check pass over connections of a stopped server still in
+    TIME_WAIT (gRPC binds with it too), but never over a live listener.
     """
-    import socket
-    import stat
-
     try:
-        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:
-        is_socket = False
-    if is_socket:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            if probe.connect_ex(path) == 0:
-                raise StartupError(
-                    f"could not listen on the UNIX socket {path}: another server listens there "
-                    "(stop it or choose another --grpc_socket_path)"
-                )
-    target = f"unix:{path}"
-    try:
-        if credentials is not None:
-            server.add_secure_port(target, credentials)
-        else:
-            server.add_insecure_port(target)
-    except RuntimeError:
-        raise StartupError(
-            f"could not listen on the UNIX socket {path}: its folder must exist and be writable, "
-            "and the path must not be a file"
-        ) from None
-
-
-def _set_session_threads(intra_op: int, inter_op: int) -> None:
-    """Thread pools of every TensorFlow session the server creates (0: TensorFlow decides).
-
-    A session made without a ConfigProto takes the eager context's, so setting the context
-    before the first model loads applies the --tensorflow_*_parallelism flags to all of them.
-    """
-    if not (intra_op or inter_op):
-        return
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    log.info("TensorFlow session threads: intra-op %d, inter-op %d", intra_op, inter_op)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        if os.name == "posix":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError:
+            return False
+    return True
 
 
 def _read_bytes(path: str) -> bytes | None:

@@ -271,18 +271,6 @@ def check_flags(flags: Flags) -> None:
         )
 
 
-def session_threads(flags: Flags) -> tuple[int, int]:
-    """(intra-op, inter-op) threads of every TensorFlow session, by TF Serving's rules (0: auto).
-
-    The intra/inter flags win when either is set; otherwise --tensorflow_session_parallelism
-    sets both.
-    """
-    intra, inter = flags.tensorflow_intra_op_parallelism, flags.tensorflow_inter_op_parallelism
-    if intra > 0 or inter > 0:
-        return intra, inter
-    return flags.tensorflow_session_parallelism, flags.tensorflow_session_parallelism
-
-
 def channel_arguments(text: str) -> list[tuple[str, int | str]]:
     """`--grpc_channel_arguments=a=1,b=x` -> [("a", 1), ("b", "x")] (ints stay ints, as TF does)."""
     result: list[tuple[str, int | str]] = []

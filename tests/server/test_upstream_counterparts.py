@@ -12,6 +12,7 @@ Tests that start their own servers skip when MODEL_SERVER points at an external 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from serving_suite import (
     build_in_fresh_process,
     build_keras_sequential,
     build_two_signature_model,
+    rpc_error,
     tensor_proto,
     write,
 )
@@ -640,3 +642,44 @@ def test_keras_saved_model(zoo, model):
     response = _predict(zoo.grpc_target, model, output_filter=(), shape=(1, 1))
     _check_y(response, 2.0, key)
     _check_spec(response.model_spec, model, "serving_default")
+
+
+# ------------------------------------------------------------------------------ start-up order
+def test_ports_open_only_after_the_initial_models_load(shelf, tmp_path):
+    """What TensorflowModelServerTestBase.WaitForServerReady relies on: the first answer on the
+    gRPC port (NOT_FOUND `Servable ...` for an unknown model) means the configured models are
+    loaded. TF Serving builds its gRPC and REST servers only after ServerCore::Create has
+    waited for every initial model, so before that a client's connection is refused."""
+    from helpers.server.process import free_port, start_server
+
+    base = tmp_path / "default"
+    base.mkdir()  # no version yet: TF Serving waits for one, however long it takes
+    grpc_port, rest_port = free_port(), free_port()
+    server = start_server(base, "default", grpc_port=grpc_port, rest_port=rest_port, wait=False)
+    try:
+        _wait(
+            lambda: any("No versions of servable default" in line for line in server.log_lines()),
+            "the server to look for versions",
+        )
+        error = rpc_error(_predict, server.grpc_target, "intentionally_missing_model")
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{server.rest_url}/v1/models/default", timeout=RPC_TIMEOUT)
+        staging = tmp_path / "staging"
+        shutil.copytree(shelf("half_plus_two") / VERSION_FOLDER, staging)
+        staging.rename(base / VERSION_FOLDER)  # the version appears whole
+
+        def probe() -> bool:  # the readiness probe of TF Serving's test base
+            try:
+                _predict(server.grpc_target, "intentionally_missing_model")
+            except grpc.RpcError as error:
+                return "Servable" in (error.details() or "")
+            return False
+
+        _wait(probe, "the gRPC port to answer")
+        _check_y(_predict(server.grpc_target), 3.0)  # loaded by the time the port answers
+        assert _rest_json(server, "/v1/models/default")["model_version_status"][0]["state"] == (
+            "AVAILABLE"
+        )
+    finally:
+        server.stop()
