@@ -39,6 +39,7 @@ from helpers.server.flags import (
     OptionsError,
     channel_arguments,
     check_flags,
+    grpc_threads,
     parse_flags,
     usage,
 )
@@ -142,7 +143,7 @@ class ModelServer:
             params = self.configs["batching"]
             has_size = params is not None and params.HasField("max_batch_size")
             batch_size = params.max_batch_size.value if has_size else 1000
-        workers = flags.grpc_max_threads or max(32, min(256, 2 * batch_size))
+        workers = grpc_threads(flags, batch_size)
         defaults = [
             ("grpc.so_reuseport", 0),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -271,6 +271,12 @@ def check_flags(flags: Flags) -> None:
         )
 
 
+def grpc_threads(flags: Flags, max_batch_size: int = 0) -> int:
+    """Threads running gRPC calls: --grpc_max_threads, or 32 (more when batching, so that a
+    whole batch of callers can wait on the batcher at once, up to 256)."""
+    return flags.grpc_max_threads or max(32, min(256, 2 * max_batch_size))
+
+
 def channel_arguments(text: str) -> list[tuple[str, int | str]]:
     """`--grpc_channel_arguments=a=1,b=x` -> [("a", 1), ("b", "x")] (ints stay ints, as TF does)."""
     result: list[tuple[str, int | str]] = []
