@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -185,19 +186,50 @@ def test_a_server_on_a_unix_socket_alone(socket_only):
 
 
 @pytest.mark.skipif(EXTERNAL, reason=EXTERNAL_REASON)
-def test_a_socket_another_server_listens_on_is_refused(socket_only, tmp_path: Path):
+def test_a_socket_path_in_a_missing_folder_is_refused(tmp_path: Path):
     from helpers.server.process import free_port
 
-    _, path = socket_only
-    result = _run_server(f"--port={free_port()}", f"--grpc_socket_path={path}", *MODEL)
-    assert result.returncode == 255
-    assert result.stdout.splitlines() == [
-        f"Failed to start server. Error: could not listen on the UNIX socket {path}: another "
-        "server listens there (stop it or choose another --grpc_socket_path)"
-    ]
     missing = tmp_path / "no-such-folder" / "serving.sock"
     result = _run_server(f"--port={free_port()}", f"--grpc_socket_path={missing}", *MODEL)
+    assert result.returncode == 255
     assert result.stdout.splitlines() == [
         f"Failed to start server. Error: could not listen on the UNIX socket {missing}: the "
         f"folder {missing.parent} does not exist (create it or choose another --grpc_socket_path)"
     ]
+
+
+@pytest.mark.skipif(EXTERNAL, reason=EXTERNAL_REASON)
+def test_a_second_server_takes_the_socket_path_over(socket_only):
+    """As with tensorflow_model_server (gRPC replaces the socket file), which TF Serving's own
+    tests rely on: each server they start listens on the same --grpc_socket_path. Last in this
+    file: afterwards the path belongs to the second server."""
+    from helpers.server.process import ServerProcess, wait_for_model
+
+    first, path = socket_only
+    folder = path.parent / TOY
+    args = [
+        sys.executable,
+        "-m",
+        "helpers.server",
+        "--port=0",
+        f"--grpc_socket_path={path}",
+        "--model_name=second",
+        f"--model_base_path={folder}",
+        f"--parent_pid={os.getpid()}",
+    ]
+    with ServerProcess(args, 0, 0, "second") as second:
+        listening = f"Running gRPC ModelServer at UNIX socket {path} ..."
+        for _ in range(1200):  # up to 120 s: the second server loads its model, then listens
+            if not second.is_running() or any(listening in x for x in second.log_lines()):
+                break
+            threading.Event().wait(0.1)
+        assert any(listening in line for line in second.log_lines()), second.log_lines()[-5:]
+        # A new connection to the path reaches the second server (the first one's open
+        # connections stay with it, so a channel made before the takeover would not).
+        assert wait_for_model(f"unix:{path}", "second", None, 30, is_alive=second.is_running) == 1
+        assert first.is_running()
+        assert any(
+            f"Another server listens on the UNIX socket {path}: this one takes the path over"
+            in line
+            for line in second.log_lines()
+        )
