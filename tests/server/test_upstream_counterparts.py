@@ -6,6 +6,13 @@ TensorflowModelServerTest, on TensorflowModelServerTestBase): it serves `half_pl
 names the one it counters; the models are built here with TensorFlow (serving_suite.py), in the
 folder layout those tests use (version folder `00000123`, so version 123).
 
+Four of TF Serving's tests have no counterpart, as they check what the course does not serve:
+testPredictOnTfLite and testPredictWithSignatureDefOnTfLite (TF Lite models; the embedded
+server refuses --prefer_tflite_model=true), test_profiler_service_with_valid_trace_request (no
+profiler service; --enable_profiler=true is refused) and test_tf_text (a model using TF Text's
+custom ops, a library the course does not install). The flags themselves are tested in
+test_server_flags.py.
+
 Tests that start their own servers skip when MODEL_SERVER points at an external server.
 """
 
