@@ -7,6 +7,10 @@ opens them after its initial models have loaded (server.cc: ServerCore::Create r
 gRPC server is built), so a client that connects earlier is refused rather than answered
 NOT_FOUND. The server runs until SIGTERM/SIGINT (or the --parent_pid process ends), when it
 stops taking calls, finishes the ones in flight and exits 0.
+
+A start-up that fails ends as `tensorflow_model_server`'s main() does: one line
+`Failed to start server. Error: <CODE>: <message>` on stdout and exit status 255 (its -1);
+a command line that cannot be read is a usage error (`error: ...` on stderr, status 2).
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ from helpers.server.config_files import (
 from helpers.server.flags import (
     FlagError,
     Flags,
+    OptionsError,
     channel_arguments,
     check_flags,
+    grpc_threads,
     parse_flags,
     usage,
 )
+from helpers.server.unix_socket import SocketPathError, check_socket_path, listen_on_unix_socket
 
 log = logging.getLogger("helpers.server")
 
@@ -47,6 +54,8 @@ STOP_GRACE_SECONDS = 5.0
 #: How often --parent_pid is checked.
 PARENT_CHECK_SECONDS = 0.25
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+#: What `tensorflow_model_server` returns when it cannot start (main() returns -1).
+STARTUP_FAILURE_STATUS = 255
 
 
 class StartupError(RuntimeError):
@@ -133,8 +142,13 @@ class ModelServer:
             except TLSConfigError as exc:
                 raise StartupError(f"Invalid SSL config: {exc}") from None
         address = f"{flags.host}:{flags.port}"
-        if not _port_is_free(flags.host, flags.port):
+        if flags.port and not _port_is_free(flags.host, flags.port):  # 0: only the socket
             raise StartupError(_port_taken(address))
+        if flags.grpc_socket_path:
+            try:
+                check_socket_path(flags.grpc_socket_path)
+            except SocketPathError as exc:
+                raise StartupError(str(exc)) from None
         if flags.rest_api_port and not _port_is_free(flags.host, flags.rest_api_port):
             raise StartupError(
                 f"could not bind the REST port {flags.host}:{flags.rest_api_port}: it is in use "
@@ -145,7 +159,7 @@ class ModelServer:
             params = self.configs["batching"]
             has_size = params is not None and params.HasField("max_batch_size")
             batch_size = params.max_batch_size.value if has_size else 1000
-        workers = max(32, min(256, 2 * batch_size))
+        workers = grpc_threads(flags, batch_size)
         defaults = [
             ("grpc.so_reuseport", 0),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -163,7 +177,9 @@ class ModelServer:
         from helpers.server.errors import ServingError
         from helpers.server.grpc_service import add_services
         from helpers.server.models import ManagerOptions, ModelManager
+        from helpers.server.session_threads import apply_session_threads
 
+        apply_session_threads(flags)
         if flags.enable_batching:
             try:
                 batching = BatchingOptions.from_proto(self.configs["batching"], os.cpu_count() or 2)
@@ -209,7 +225,9 @@ class ModelServer:
 
         # The initial models are loaded: open the ports, as TF Serving does.
         try:
-            if credentials is not None:
+            if not flags.port:  # --grpc_socket_path only
+                bound = 1
+            elif credentials is not None:
                 bound = server.add_secure_port(address, credentials)
             else:
                 bound = server.add_insecure_port(address)
@@ -217,10 +235,20 @@ class ModelServer:
             bound = 0
         if not bound:
             raise StartupError(_port_taken(address))
+        if flags.grpc_socket_path:
+            try:
+                listen_on_unix_socket(server, flags.grpc_socket_path, credentials)
+            except SocketPathError as exc:
+                raise StartupError(str(exc)) from None
         self._start_rest()  # before gRPC: a client that sees gRPC answer finds REST up too
         server.start()
         tls = " (TLS)" if credentials is not None else ""
-        log.info("Running gRPC ModelServer at %s%s ...", address, tls)
+        if flags.port:
+            log.info("Running gRPC ModelServer at %s%s ...", address, tls)
+        if flags.grpc_socket_path:
+            log.info(
+                "Running gRPC ModelServer at UNIX socket %s%s ...", flags.grpc_socket_path, tls
+            )
         if self.rest_handle is not None:
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
         if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
@@ -245,6 +273,7 @@ class ModelServer:
                 flags.rest_api_port,
                 timeout_ms=flags.rest_api_timeout_in_ms,
                 monitoring_path=monitoring_path,
+                num_threads=flags.rest_api_num_threads or None,
             )
         except OSError as exc:
             raise StartupError(
@@ -267,11 +296,19 @@ class ModelServer:
             if current is None or current == last:
                 continue
             last = current
+            log.info("Model config file %s changed: reloading", path)
             try:
-                log.info("Model config file %s changed: reloading", path)
-                self.manager.reload_config(read_model_server_config(path))
+                config = read_model_server_config(path)
+            except ConfigError as exc:  # keep serving the old config (PollFilesystemAndReload...)
+                if exc.detail:
+                    log.error("%s", exc.detail)
+                log.error("Failed to read ModelServerConfig file: %s", exc)
+                continue
+            try:
+                self.manager.reload_config(config)
             except Exception as exc:  # noqa: BLE001 - keep serving the old config
-                log.error("ReloadConfig failed: %s", exc)
+                message = getattr(exc, "message", None) or str(exc)
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", message)
 
     def _stop_rest(self) -> None:
         try:
@@ -312,6 +349,12 @@ class ModelServer:
         if self.batcher is not None:
             self.batcher.close()
         log.info("Server stopped")
+
+
+def _startup_failed(status: str) -> int:
+    """End a failed start-up as tensorflow_model_server does: one stdout line, status 255."""
+    print(f"Failed to start server. Error: {status}", flush=True)
+    return STARTUP_FAILURE_STATUS
 
 
 def _port_taken(address: str) -> str:
@@ -401,20 +444,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         flags = parse_flags(argv)
-        check_flags(flags)
     except FlagError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     if flags.version:
         print("TensorFlow ModelServer: helpers.server (TF Serving compatible embedded server)")
         return 0
+    try:
+        check_flags(flags)
+    except OptionsError as exc:
+        return _startup_failed(f"INVALID_ARGUMENT: {exc}")
     _setup_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         configs = _read_configs(flags)
     except ConfigError as exc:
-        log.error("Failed to start server. Error: %s", exc)
-        return 1
+        if exc.detail:  # protobuf's own parser logs this line to stderr
+            log.error("%s", exc.detail)
+        return _startup_failed(exc.status)
 
     server = ModelServer(flags, configs)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -424,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     except StartupError as exc:
         server.stop(quiet=True)
-        log.error("Failed to start server. Error: %s", exc)
-        return _exit_now(1)
+        return _exit_now(_startup_failed(str(exc)))
     except StoppedDuringStartup:
         log.info("Stop requested before the models finished loading")
         server.stop()

@@ -1,8 +1,10 @@
 """The command line of `tensorflow_model_server`, as `python -m helpers.server` accepts it.
 
 Flags are written `--flag=value` (booleans also as a bare `--flag`), with TF Serving's names and
-defaults, so a command copied from a TF Serving tutorial works here unchanged. A few flags the
-course never needs are accepted and ignored (listed in IGNORED); anything else is refused.
+defaults, so a command copied from a TF Serving tutorial works here unchanged. Every flag the
+server takes does what TF Serving's does. TF Serving flags the embedded server cannot honour
+(UNSUPPORTED) are refused at start-up with the reason, unless their value already describes
+what the embedded server does (`--prefer_tflite_model=false`); anything else is refused too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from dataclasses import dataclass, fields
 
 
 class FlagError(ValueError):
-    """A command-line flag is unknown or has a value of the wrong kind."""
+    """A command-line flag is unknown, unsupported, or has a value of the wrong kind."""
+
+
+class OptionsError(FlagError):
+    """The flags parse but cannot make a server (TF Serving's BuildAndStart: INVALID_ARGUMENT)."""
 
 
 @dataclass
@@ -19,6 +25,7 @@ class Flags:
     """Parsed flags. Field names are the flag names."""
 
     port: int = 8500
+    grpc_socket_path: str = ""
     rest_api_port: int = 0
     rest_api_timeout_in_ms: int = 30000
     rest_api_num_threads: int = 0
@@ -36,28 +43,24 @@ class Flags:
     load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
     enable_model_warmup: bool = True
+    enable_signature_method_name_check: bool = False
     grpc_channel_arguments: str = ""
-    # Course extras.
-    host: str = "127.0.0.1"
-    parent_pid: int = 0
-    # Accepted for compatibility; they change nothing in the embedded server.
+    grpc_max_threads: int = 0
     tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
-    saved_model_tags: str = "serve"
-    flush_filesystem_caches: bool = True
-    per_process_gpu_memory_fraction: float = 0.0
-    platform_config_file: str = ""
-    grpc_socket_path: str = ""
-    enable_signature_method_name_check: bool = False
-    xla_cpu_compilation_enabled: bool = False
+    # Course extras.
+    host: str = "127.0.0.1"
+    parent_pid: int = 0
     version: bool = False
 
 
 HELP = {
-    "port": "gRPC port (TF Serving's Docker image uses 8500)",
+    "port": "gRPC port (TF Serving's Docker image uses 8500); 0: only --grpc_socket_path",
+    "grpc_socket_path": "also serve gRPC on this UNIX socket (clients use unix:PATH)",
     "rest_api_port": "REST port; 0 disables the REST API",
     "rest_api_timeout_in_ms": "timeout of a REST call, in milliseconds",
+    "rest_api_num_threads": "threads running REST calls (0: 4 x the number of cores)",
     "model_name": "name of the model when --model_base_path is used",
     "model_base_path": "absolute folder holding numeric version folders (1/, 2/, ...)",
     "model_config_file": "text ModelServerConfig (several models, version policies, labels)",
@@ -74,10 +77,92 @@ HELP = {
     "enable_model_warmup": "run each new version once before it takes traffic",
     "enable_signature_method_name_check": "Classify/Regress only on classify/regress signatures",
     "grpc_channel_arguments": "comma-separated key=value gRPC server arguments",
+    "grpc_max_threads": "threads running gRPC calls (0: 32, or more with batching)",
+    "tensorflow_session_parallelism": "threads of each TensorFlow session (0: automatic)",
+    "tensorflow_intra_op_parallelism": "threads within one op (0: automatic)",
+    "tensorflow_inter_op_parallelism": "ops run at once (0: automatic)",
     "host": "interface to listen on (127.0.0.1; 0.0.0.0 inside containers)",
     "parent_pid": "exit when the process with this id ends",
 }
-IGNORED = {f.name for f in fields(Flags)} - set(HELP) - {"version"}
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A TF Serving flag the embedded server cannot honour.
+
+    `accepted` are the values that describe what the embedded server does anyway (so a command
+    that spells them out still works); any other value is refused with `reason`.
+    """
+
+    kind: type
+    accepted: tuple
+    reason: str
+
+
+_TFLITE = "TensorFlow Lite models are not served (export a SavedModel)"
+_LOAD_THREADS = "the embedded server runs its own loading threads"
+UNSUPPORTED: dict[str, Unsupported] = {
+    "rest_api_enable_cors_support": Unsupported(
+        bool, (False,), "the embedded REST API sends no CORS headers"
+    ),
+    "enable_per_model_batching_parameters": Unsupported(
+        bool, (False,), "batching parameters come from --batching_parameters_file only"
+    ),
+    "num_load_threads": Unsupported(int, (), _LOAD_THREADS),
+    "num_unload_threads": Unsupported(int, (), _LOAD_THREADS),
+    "flush_filesystem_caches": Unsupported(
+        bool, (False,), "the embedded server does not flush TensorFlow's file-system caches"
+    ),
+    "tensorflow_session_config_file": Unsupported(
+        str,
+        ("",),
+        "no TensorFlow ConfigProto is read; set threads with --tensorflow_intra_op_parallelism "
+        "and --tensorflow_inter_op_parallelism",
+    ),
+    "use_alts_credentials": Unsupported(
+        bool, (False,), "ALTS only works on Google Cloud; use --ssl_config_file for TLS"
+    ),
+    "platform_config_file": Unsupported(
+        str, ("",), "the embedded server serves TensorFlow SavedModels as its flags say"
+    ),
+    "per_process_gpu_memory_fraction": Unsupported(
+        float, (0.0,), "GPU memory is left to TensorFlow's defaults"
+    ),
+    "saved_model_tags": Unsupported(
+        str, ("serve",), "the embedded server loads the MetaGraph tagged 'serve'"
+    ),
+    "num_request_iterations_for_warmup": Unsupported(
+        int, (0, 1), "each warm-up record is replayed once"
+    ),
+    "remove_unused_fields_from_bundle_metagraph": Unsupported(
+        bool, (False,), "the embedded server keeps each SavedModel's MetaGraphDef whole"
+    ),
+    "prefer_tflite_model": Unsupported(bool, (False,), _TFLITE),
+    "num_tflite_pools": Unsupported(int, (), _TFLITE),
+    "num_tflite_interpreters_per_pool": Unsupported(int, (), _TFLITE),
+    "xla_cpu_compilation_enabled": Unsupported(
+        bool,
+        (True,),
+        "TensorFlow's Python API cannot turn XLA off, so jit_compile functions always compile "
+        "here (TF Serving refuses them unless this flag is true)",
+    ),
+    "xla_gpu_compilation_enabled": Unsupported(
+        bool, (True,), "TensorFlow's Python API cannot turn XLA off"
+    ),
+    "enable_profiler": Unsupported(bool, (False,), "the embedded server has no profiler service"),
+    "thread_pool_factory_config_file": Unsupported(
+        str, ("",), "TensorFlow's own thread pools run every call"
+    ),
+    "mixed_precision": Unsupported(str, ("",), "models run in the precision they were saved in"),
+    "skip_initialize_tpu": Unsupported(bool, (True,), "the embedded server never uses a TPU"),
+    "enable_serialization_as_tensor_content": Unsupported(
+        bool, (False,), "Predict answers in typed value fields (float_val, ...)"
+    ),
+}
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def usage() -> str:
@@ -85,11 +170,13 @@ def usage() -> str:
     lines = ["usage: python -m helpers.server --flag=value ...", "", "Flags (TF Serving's names):"]
     defaults = Flags()
     for name, text in HELP.items():
-        default = getattr(defaults, name)
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
-        lines.append(f"  --{name}={shown}")
+        lines.append(f"  --{name}={_shown(getattr(defaults, name))}")
         lines.append(f"      {text}")
-    lines.append("Accepted and ignored: " + ", ".join(f"--{n}" for n in sorted(IGNORED)))
+    lines += ["", "TF Serving flags refused unless given the value shown (the embedded server's):"]
+    for name, flag in UNSUPPORTED.items():
+        value = "|".join(_shown(v) for v in flag.accepted) if flag.accepted else "(any)"
+        lines.append(f"  --{name}={value}")
+        lines.append(f"      {flag.reason}")
     return "\n".join(lines)
 
 
@@ -113,7 +200,7 @@ def _convert(name: str, kind: type, raw: str | None) -> object:
 
 
 def parse_flags(argv: list[str]) -> Flags:
-    """Parse `--flag=value` arguments; unknown or malformed flags raise FlagError."""
+    """Parse `--flag=value` arguments; unknown, unsupported or malformed flags raise FlagError."""
     flags = Flags()
     kinds = {f.name: type(getattr(flags, f.name)) for f in fields(Flags)}
     for arg in argv:
@@ -121,35 +208,73 @@ def parse_flags(argv: list[str]) -> Flags:
             raise FlagError(f"unexpected argument '{arg}': flags are written --flag=value")
         name, sep, raw = arg[2:].partition("=")
         name = name.replace("-", "_")
+        value = raw if sep else None
+        unsupported = UNSUPPORTED.get(name)
+        if unsupported is not None:
+            if _convert(name, unsupported.kind, value) not in unsupported.accepted:
+                raise FlagError(
+                    f"--{name}{'=' + raw if sep else ''} is not supported by the embedded "
+                    f"server: {unsupported.reason}"
+                )
+            continue
         if name not in kinds:
             raise FlagError(f"unknown command line flag '{name}' (see --help)")
-        setattr(flags, name, _convert(name, kinds[name], raw if sep else None))
+        setattr(flags, name, _convert(name, kinds[name], value))
     return flags
 
 
 def check_flags(flags: Flags) -> None:
-    """The start-up checks TF Serving's main() and Server::BuildAndStart make."""
+    """The start-up checks TF Serving's Server::BuildAndStart makes (raise OptionsError)."""
+    for name in ("port", "rest_api_port"):
+        value = getattr(flags, name)
+        if not 0 <= value < 65536:
+            raise OptionsError(f"--{name}={value} is not a port number (0-65535)")
+    if flags.port == 0 and not flags.grpc_socket_path:
+        raise OptionsError(
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path "
+            "must be set."
+        )
     if not flags.model_base_path and not flags.model_config_file:
-        raise FlagError(
+        raise OptionsError(
             "Both server_options.model_base_path and server_options.model_config_file are "
             "empty! Give --model_base_path=/abs/path/to/model or --model_config_file=FILE"
         )
     if flags.batching_parameters_file and not flags.enable_batching:
-        raise FlagError(
+        raise OptionsError(
             "server_options.batching_parameters_file is set without setting "
             "server_options.enable_batching to true."
         )
-    for name in ("port", "rest_api_port"):
-        value = getattr(flags, name)
-        if not 0 <= value < 65536:
-            raise FlagError(f"--{name}={value} is not a port number (0-65535)")
-    if flags.port == 0:
-        raise FlagError("server_options.grpc_port is not set.")
+    if (
+        flags.tensorflow_intra_op_parallelism > 0
+        and flags.tensorflow_inter_op_parallelism > 0
+        and flags.tensorflow_session_parallelism > 0
+    ):
+        raise OptionsError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure "
+            "all."
+        )
+    for name in (
+        "grpc_max_threads",
+        "rest_api_num_threads",
+        "tensorflow_session_parallelism",
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+    ):
+        if getattr(flags, name) < 0:
+            raise OptionsError(f"--{name}={getattr(flags, name)} must be 0 (automatic) or more")
     if flags.rest_api_port and flags.rest_api_port == flags.port:
-        raise FlagError(
+        raise OptionsError(
             "server_options.http_port cannot be same as grpc_port. Please use a different port "
             "for HTTP/REST API."
         )
+
+
+def grpc_threads(flags: Flags, max_batch_size: int = 0) -> int:
+    """Threads running gRPC calls: --grpc_max_threads, or 32 (more when batching, so that a
+    whole batch of callers can wait on the batcher at once, up to 256)."""
+    return flags.grpc_max_threads or max(32, min(256, 2 * max_batch_size))
 
 
 def channel_arguments(text: str) -> list[tuple[str, int | str]]:

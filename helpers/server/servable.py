@@ -258,9 +258,13 @@ class Servable:
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, *, timeout_in_ms: int = 0
     ) -> inference_pb2.MultiInferenceResponse:
-        """Several classify/regress heads over one input in one Session run (multi_inference.cc)."""
+        """Several classify/regress heads over one input in one Session run (multi_inference.cc).
+
+        The heads may read different input tensors (a TF2 model gives each signature its own):
+        the serialized examples are fed to every one of them, as TF Serving does.
+        """
         model_name = ""
-        input_name = ""
+        input_names: set[str] = set()
         seen_signatures: set[str] = set()
         output_names: set[str] = set()
         for task in request.tasks:
@@ -288,14 +292,11 @@ class Servable:
                     grpc.StatusCode.UNIMPLEMENTED,
                     f"Unsupported signature method_name: {task.method_name}",
                 )
-            if not input_name:
-                input_name = name
-            elif input_name != name:
-                raise invalid_argument("Input tensor must be the same for all Signatures.")
+            input_names.add(name)
             output_names.update(outs)
         fetches = sorted(output_names)
         examples = serialized_examples(request.input)
-        outputs = self.session_run({input_name: examples}, fetches, timeout_in_ms)
+        outputs = self.session_run(dict.fromkeys(input_names, examples), fetches, timeout_in_ms)
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
             key = task.model_spec.signature_name or DEFAULT_SIGNATURE

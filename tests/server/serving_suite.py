@@ -63,6 +63,28 @@ def external_has_suite_models() -> bool:
         return False
 
 
+def _example_feature(examples, name: str = "x", default: float = 0.0):
+    """One float feature of serialized tf.Examples, as a [batch, 1] tensor."""
+    import tensorflow as tf
+
+    spec = {name: tf.io.FixedLenFeature([1], tf.float32, default_value=[default])}
+    return tf.io.parse_example(examples, spec)[name]
+
+
+def _save_tf1(path: Path, graph, signatures: dict, *, initialize: bool = False) -> Path:
+    """Write `graph` as a TF1 SavedModel (tag `serve`) with these SignatureDefs."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with v1.Session(graph=graph) as session:
+        if initialize:
+            session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+        builder.save()
+    return path
+
+
 def build_toy_model(path: Path) -> Path:
     """A TF1 SavedModel with predict, classify, regress and slow signatures (tiny, exact math).
 
@@ -79,10 +101,7 @@ def build_toy_model(path: Path) -> Path:
         x = v1.placeholder(tf.float32, [None], name="x")
         y = tf.add(2.0 * x, 1.0, name="y")
         examples = v1.placeholder(tf.string, [None], name="tf_example")
-        features = tf.io.parse_example(
-            examples, {"x": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
-        )
-        fx = features["x"]
+        fx = _example_feature(examples)
         regression = tf.add(2.0 * fx, 1.0, name="regression")
         positive = tf.sigmoid(fx)
         scores = tf.concat([1.0 - positive, positive], axis=1, name="scores")
@@ -105,10 +124,181 @@ def build_toy_model(path: Path) -> Path:
                 {"n": info(n)}, {"s": info(s)}, "tensorflow/serving/predict"
             ),
         }
-        with v1.Session(graph=graph) as session:
-            builder = v1.saved_model.Builder(str(path))
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
-            builder.save()
+    return _save_tf1(path, graph, signatures)
+
+
+def build_half_plus_model(path: Path, intercept: float = 2.0) -> Path:
+    """The TF1 model TF Serving's own server tests serve: y = 0.5 x + intercept.
+
+    With intercept 2 it is `half_plus_two` (x = 2 gives 3), with 3 `half_plus_three` (gives 4).
+    Slope and intercepts are variables, so loading restores a checkpoint. The predict input `x`
+    is not a placeholder but a tensor computed from the tf.Example input, as in TF1 graphs that
+    share one input between heads: a server must feed it by name all the same.
+
+    - serving_default (predict): x float32 [-1, 1] -> y
+    - classify_x_to_y (classify): tf.Example feature x -> scores = y (one class, no label)
+    - regress_x_to_y (regress): tf.Example feature x -> outputs = y
+    - regress_x_to_y2 (regress): tf.Example feature x -> outputs = 0.5 x + intercept + 1
+    - regress_x2_to_y3 (regress): x2 float32 [-1, 1] -> outputs = 0.5 x2 + intercept + 1
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        slope = v1.Variable(0.5, name="a")
+        b = v1.Variable(float(intercept), name="b")
+        c = v1.Variable(float(intercept) + 1.0, name="c")
+        examples = v1.placeholder(tf.string, [None], name="tf_example")
+        x = tf.identity(_example_feature(examples, "x"), name="x")
+        x2 = tf.identity(_example_feature(examples, "x2"), name="x2")
+        y = tf.identity(slope * x + b, name="y")
+        y2 = tf.identity(slope * x + c, name="y2")
+        y3 = tf.identity(slope * x2 + c, name="y3")
+        info = v1.saved_model.utils.build_tensor_info
+        defs = v1.saved_model.signature_def_utils
+        signatures = {
+            "serving_default": defs.predict_signature_def({"x": x}, {"y": y}),
+            "classify_x_to_y": defs.classification_signature_def(examples, None, y),
+            "regress_x_to_y": defs.regression_signature_def(examples, y),
+            "regress_x_to_y2": defs.regression_signature_def(examples, y2),
+            # regression_signature_def insists on a string input; TF Serving does not.
+            "regress_x2_to_y3": defs.build_signature_def(
+                {"inputs": info(x2)}, {"outputs": info(y3)}, "tensorflow/serving/regress"
+            ),
+        }
+    return _save_tf1(path, graph, signatures, initialize=True)
+
+
+def build_half_plus_two_tf2(path: Path) -> Path:
+    """`half_plus_two` written in native TF2 (tf.Module, tf.function, tf.saved_model.save).
+
+    Unlike the TF1 graph, every signature gets its own input placeholder, and every
+    SignatureDef says method_name `tensorflow/serving/predict`, whatever it computes: Classify,
+    Regress and MultiInference must still work on it (TF Serving's method-name check is off by
+    default for this reason).
+
+    - serving_default: x float32 [1] -> y = 0.5 x + 2
+    - classify_x_to_y / regress_x_to_y / regress_x_to_y2: serialized tf.Examples `inputs` ->
+      scores / outputs = 0.5 x + 2 (or + 3 for y2)
+    """
+    import tensorflow as tf
+
+    class HalfPlusTwo(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = tf.Variable(0.5, name="a")
+            self.b = tf.Variable(2.0, name="b")
+            self.c = tf.Variable(3.0, name="c")
+
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": self.a * x + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress_y(self, inputs):
+            return {"outputs": self.a * _example_feature(inputs) + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress_y2(self, inputs):
+            return {"outputs": self.a * _example_feature(inputs) + self.c}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify_y(self, inputs):
+            return {"scores": self.a * _example_feature(inputs) + self.b}
+
+    module = HalfPlusTwo()
+    signatures = {
+        "serving_default": module.predict,
+        "classify_x_to_y": module.classify_y,
+        "regress_x_to_y": module.regress_y,
+        "regress_x_to_y2": module.regress_y2,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def build_checkpoint_model(path: Path) -> Path:
+    """tf.saved_model.save of a bare tf.train.Checkpoint: y = v1 * v2 * x with v1 = 3, v2 = 2.
+
+    Its one signature comes from a concrete function traced for a float32 tensor of unknown
+    rank, so any shape is accepted (x = 2 gives 12).
+    """
+    import tensorflow as tf
+
+    root = tf.train.Checkpoint()
+    root.v1 = tf.Variable(3.0)
+    root.v2 = tf.Variable(2.0)
+    root.f = tf.function(lambda x: {"y": root.v1 * root.v2 * x})
+    traced = root.f.get_concrete_function(tf.TensorSpec(None, tf.float32))
+    tf.saved_model.save(root, str(path), signatures=traced)
+    return path
+
+
+def build_two_signature_model(path: Path) -> Path:
+    """Two signatures over inputs of unknown rank: serving_default -> y = 1, custom -> y = 2."""
+    import tensorflow as tf
+
+    root = tf.train.Checkpoint()
+    spec = [tf.TensorSpec(None, tf.float32)]
+    root.f = tf.function(lambda x: {"y": 1.0}, input_signature=spec)
+    root.g = tf.function(lambda x: {"y": 2.0}, input_signature=spec)
+    tf.saved_model.save(
+        root, str(path), signatures={"serving_default": root.f, "custom_signature_key": root.g}
+    )
+    return path
+
+
+def build_keras_sequential(path: Path, *, mirrored_cpus: int = 0) -> Path:
+    """A Keras Sequential model (input `x` of shape (1,), identity) exported with model.export.
+
+    With `mirrored_cpus=2` it is built under tf.distribute.MirroredStrategy over two virtual
+    CPUs, with a Dense(1) layer of weight 1 and bias 0 first: the export must serve the same.
+    Virtual CPUs can only be made before TensorFlow starts, so that variant needs a fresh
+    process (see `build_in_fresh_process`).
+    """
+    import keras
+    import tensorflow as tf
+
+    def build() -> keras.Model:
+        layers = [keras.Input(shape=(1,), dtype="float32", name="x")]
+        if mirrored_cpus:
+            layers.append(
+                keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")
+            )
+        layers.append(keras.layers.Lambda(lambda t: t, name="y"))
+        return keras.Sequential(layers)
+
+    if mirrored_cpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * mirrored_cpus
+        )
+        devices = [f"/cpu:{i}" for i in range(mirrored_cpus)]
+        with tf.distribute.MirroredStrategy(devices=devices).scope():
+            model = build()
+    else:
+        model = build()
+    model.export(str(path), verbose=False)
+    return path
+
+
+def build_in_fresh_process(builder: str, path: Path, **kwargs: object) -> Path:
+    """Run `serving_suite.<builder>(path, **kwargs)` in a new Python process (clean TF state)."""
+    import subprocess
+
+    code = f"import serving_suite; serving_suite.{builder}({str(path)!r}, **{kwargs!r})"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{builder} failed in a fresh process:\n{done.stderr[-3000:]}")
     return path
 
 

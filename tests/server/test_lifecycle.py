@@ -194,8 +194,9 @@ def test_localhost_refuses_a_port_held_on_either_loopback_address(model_store, h
             text=True,
             timeout=120,
         )
-    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
-    assert result.returncode == 1
+    last = [line for line in result.stdout.splitlines() if line.strip()][-1]
+    assert result.returncode == 255  # tensorflow_model_server's main() returns -1
+    assert last.startswith("Failed to start server. Error: ")
     assert f"could not bind the gRPC port localhost:{port}: it is in use" in last
 
 

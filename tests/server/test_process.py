@@ -43,6 +43,16 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else ""
 
 
+def _startup_failure(result: subprocess.CompletedProcess) -> str:
+    """The one stdout line of a failed start-up, checked as tensorflow_model_server ends one:
+    `Failed to start server. Error: ...` on stdout, status 255 (main() returns -1)."""
+    assert result.returncode == 255, result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("Failed to start server. Error: "), line
+    assert "Traceback" not in result.stderr
+    return line
+
+
 def test_unknown_flag_fails_with_one_line():
     result = _run_server("--port=8500", "--model_nme=mnist")
     assert result.returncode == 2
@@ -57,31 +67,39 @@ def test_flag_value_of_the_wrong_kind():
 
 def test_no_model_at_all_is_refused():
     result = _run_server("--port=8500")
-    assert result.returncode == 2
-    assert "model_base_path and server_options.model_config_file are empty" in result.stderr
+    assert _startup_failure(result).startswith(
+        "Failed to start server. Error: INVALID_ARGUMENT: Both server_options.model_base_path "
+        "and server_options.model_config_file are empty!"
+    )
 
 
 def test_batching_file_without_batching_is_refused(tmp_path):
     params = write(tmp_path / "batching.config", "max_batch_size { value: 8 }")
     result = _run_server("--model_base_path=/m", f"--batching_parameters_file={params}")
-    assert result.returncode == 2
-    assert "batching_parameters_file is set without setting" in result.stderr
+    assert _startup_failure(result) == (
+        "Failed to start server. Error: INVALID_ARGUMENT: server_options.batching_parameters_file "
+        "is set without setting server_options.enable_batching to true."
+    )
 
 
 def test_bad_config_file_fails_with_one_line(tmp_path):
     bad = write(tmp_path / "models.config", "model_config_list { config { title: 'x' } }")
     result = _run_server("--port=8500", f"--model_config_file={bad}")
-    assert result.returncode == 1
-    line = _last_line(result)
-    assert f"Failed to start server. Error: Invalid protobuf file: '{bad}'" in line
-    assert 'has no field named "title"' in line
-    assert "Traceback" not in result.stderr
+    assert _startup_failure(result) == (
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{bad}'"
+    )
+    assert _last_line(result).endswith(
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:30: Message type "
+        '"tensorflow.serving.ModelConfig" has no field named "title".'
+    )
 
 
 def test_missing_ssl_config_file_fails(tmp_path):
-    result = _run_server("--model_base_path=/m", f"--ssl_config_file={tmp_path / 'none'}")
-    assert result.returncode == 1
-    assert "Failed to start server. Error: cannot read" in _last_line(result)
+    missing = tmp_path / "none"
+    result = _run_server("--model_base_path=/m", f"--ssl_config_file={missing}")
+    assert _startup_failure(result) == (
+        f"Failed to start server. Error: NOT_FOUND: {missing}; No such file or directory"
+    )
 
 
 def test_port_taken_is_refused(model_store):
@@ -99,8 +117,7 @@ def test_port_taken_is_refused(model_store):
         started = time.monotonic()
         result = _run_server(f"--port={port}", f"--model_base_path={model_store / MNIST}")
         elapsed = time.monotonic() - started
-    assert result.returncode == 1
-    assert _last_line(result).endswith(
+    assert _startup_failure(result) == (
         f"Failed to start server. Error: could not bind the gRPC port 127.0.0.1:{port}: it is in "
         "use by another process (stop that server or choose another --port)"
     )
@@ -119,8 +136,7 @@ def test_labels_at_start_need_the_allow_flag(model_store, tmp_path):
     from helpers.server.process import free_port
 
     result = _run_server(f"--port={free_port()}", f"--model_config_file={config}")
-    assert result.returncode == 1
-    assert _last_line(result).endswith(
+    assert _startup_failure(result) == (
         "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 1 "
         "of model mnist, which is not currently available for inference"
     )
@@ -130,8 +146,7 @@ def test_relative_base_path_is_refused():
     from helpers.server.process import free_port
 
     result = _run_server(f"--port={free_port()}", "--model_base_path=models/mnist")
-    assert result.returncode == 1
-    assert _last_line(result).endswith(
+    assert _startup_failure(result).endswith(
         "Error: INVALID_ARGUMENT: Expected model default to have an absolute path or URI; "
         "got base_path()=models/mnist"
     )
@@ -147,8 +162,8 @@ def test_start_server_reports_a_dead_process_with_its_log(tmp_path):
             timeout=60,
         )
     message = str(caught.value)
-    assert "exited with code 1" in message
-    assert "cannot read" in message
+    assert "exited with code 255" in message
+    assert "missing.config; No such file or directory" in message
 
 
 @pytest.fixture(scope="module")
