@@ -38,6 +38,21 @@ def models_dir() -> Path:
     return Path(override).expanduser().resolve() if override else course_root() / "models"
 
 
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as messages and notebook outputs show it, without this machine's folders.
+
+    Inside the course folder it is relative to it (`models/mnist/1`); inside a models folder
+    moved elsewhere it starts with `$COURSE_MODELS_DIR/`; anything else is shown as it is.
+    """
+    resolved = Path(path).expanduser().resolve()
+    for base, prefix in ((course_root(), ""), (models_dir(), f"${MODELS_DIR_ENV}/")):
+        try:
+            return prefix + resolved.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
 def model_base_path(name: str = MODEL_NAME) -> Path:
     """The base path of one model: TF Serving's `--model_base_path`."""
     return models_dir() / name

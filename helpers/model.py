@@ -45,7 +45,7 @@ def build_model(kind: str = "mlp", *, seed: int = 0):
 
 @dataclass
 class TrainingResult:
-    """What training produced: per-epoch curves and the final test accuracy."""
+    """What training produced: per-epoch curves (training and validation) and the test result."""
 
     history: dict = field(default_factory=dict)
     test_loss: float = float("nan")
@@ -54,22 +54,25 @@ class TrainingResult:
 
 
 def train(model, data, *, epochs: int = 5, progress: bool = True) -> TrainingResult:
-    """Fit on `data.train`, validate on `data.test` each epoch, then evaluate on the test split.
+    """Fit on `data.train`, watch `data.validation` each epoch, then evaluate on the test split.
 
-    Shows one tqdm progress bar over epochs (and batches) instead of Keras' per-batch log.
+    The test split is used once, at the end: choosing anything (epochs, a model) by looking at
+    it would make its accuracy flattering. Shows one progress bar over epochs
+    (`helpers.progress`) instead of Keras' per-batch log.
     """
     import time
 
-    from tqdm import tqdm  # the text bar: its last state stays readable in saved notebooks
     from tqdm.keras import TqdmCallback
+
+    from helpers.progress import progress as progress_bar
 
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
-    callbacks = [TqdmCallback(verbose=0, tqdm_class=tqdm)] if progress else []
+    callbacks = [TqdmCallback(epochs, verbose=0, tqdm_class=progress_bar)] if progress else []
     start = time.perf_counter()
     history = model.fit(
         data.train,
-        validation_data=data.test,
+        validation_data=getattr(data, "validation", None),
         epochs=epochs,
         shuffle=False,  # the tf.data pipeline already shuffles every epoch
         verbose=0,
@@ -102,13 +105,15 @@ def load_or_train(kind: str = "mlp", *, epochs: int = 5):
     """The model notebook 02 trained, or (when it has not been run) a freshly trained one."""
     import keras
 
+    from helpers import config
+
     path = checkpoint_path(kind)
     if path.is_file():
         print(f"Loaded the model trained in notebook 02 from {path.name}.")
         return keras.models.load_model(path)
     from helpers.data import load_mnist
 
-    print(f"No trained model at {path}: training one now ({epochs} epochs).")
+    print(f"No trained model at {config.display_path(path)}: training one now ({epochs} epochs).")
     model = build_model(kind)
     result = train(model, load_mnist(), epochs=epochs)
     print(f"Test accuracy: {result.test_accuracy:.3f}")

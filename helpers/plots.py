@@ -19,7 +19,7 @@ def plot_learning_curves(history: dict, *, title: str = "Learning curves"):
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.plot(epochs, history[metric], "o-", label="training")
         if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"], "s--", label="test")
+            ax.plot(epochs, history[f"val_{metric}"], "s--", label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_xticks(epochs)
@@ -236,3 +236,39 @@ def plot_version_timeline(events, *, ax=None, title: str = "Model versions over 
     )
     ax.set_title(title)
     return ax
+
+
+def plot_paired_comparison(comparison, *, names=("A", "B"), axes=None):
+    """What a paired comparison (helpers.compare) rests on, in two pictures.
+
+    Left: the images where exactly one model is right, the only ones that tell the models
+    apart. Right: the bootstrap distribution of the accuracy gain, its interval, and zero.
+    """
+    plt = _plt()
+    name_a, name_b = names
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1, 2]})
+    split_ax, gain_ax = axes
+    bars = split_ax.bar(
+        [f"only {name_a}\nright", f"only {name_b}\nright"],
+        [comparison.only_a_right, comparison.only_b_right],
+        color=["tab:gray", "tab:blue"],
+    )
+    split_ax.bar_label(bars)
+    split_ax.set_ylabel("test images")
+    split_ax.set_title(f"Disagreements (p = {comparison.p_value:.2g})")
+
+    gains = np.asarray(comparison.gains) * 100
+    low, high = (100 * value for value in comparison.interval)
+    gain_ax.hist(gains, bins=40, color="tab:blue", alpha=0.6)
+    gain_ax.axvspan(
+        low, high, color="tab:blue", alpha=0.12, label=f"{comparison.confidence:.0%} interval"
+    )
+    gain_ax.axvline(0, color="black", linewidth=1, label="no difference")
+    gain_ax.axvline(100 * comparison.gain, color="tab:blue", linestyle="--", label="measured gain")
+    gain_ax.set_xlabel(f"accuracy gain of {name_b} over {name_a} (points)")
+    gain_ax.set_ylabel("bootstrap resamples")
+    gain_ax.set_title(f"Verdict: {name_b} is {comparison.verdict}")
+    gain_ax.legend(fontsize=8)
+    split_ax.figure.tight_layout()
+    return axes

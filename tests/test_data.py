@@ -21,7 +21,8 @@ def test_offline_split_is_deterministic_disjoint_and_stratified():
 
 def test_load_mnist_offline_gives_normalized_pipelines():
     mnist = data.load_mnist("offline", batch_size=32, train_limit=64, test_limit=40)
-    assert mnist.source == "offline" and (mnist.num_train, mnist.num_test) == (64, 40)
+    assert mnist.source == "offline" and mnist.num_test == 40
+    assert (mnist.num_train, mnist.num_validation) == (58, 6)  # a tenth held out to validate
     images, labels = next(iter(mnist.train))
     assert images.shape == (32, 28, 28, 1) and images.dtype.name == "float32"
     assert labels.dtype.name == "int64"
@@ -99,3 +100,22 @@ def test_explicit_tfds_without_network_fails_fast_and_says_what_to_do(monkeypatc
     assert "MNIST_SOURCE=tfds needs MNIST" in message
     assert "did not answer within 3 s" in message
     assert "set MNIST_SOURCE=offline" in message
+
+
+def test_validation_images_are_held_out_of_training_and_apart_from_test():
+    mnist = data.load_mnist("offline", batch_size=50, train_limit=200, verbose=False)
+    train = np.concatenate([x for x, _ in mnist.train.as_numpy_iterator()])
+    validation = np.concatenate([x for x, _ in mnist.validation.as_numpy_iterator()])
+    assert (len(train), len(validation)) == (mnist.num_train, mnist.num_validation) == (180, 20)
+    seen = {row.tobytes() for row in train}
+    assert not any(row.tobytes() in seen for row in validation), "validation images are trained on"
+    held_out = {row.tobytes() for row in mnist.x_test}
+    assert not any(row.tobytes() in held_out for row in validation), "validation is the test split"
+    assert "180 training, 20 validation and 1,000 test images" in mnist.describe()
+
+
+def test_nothing_held_out_when_asked_and_a_bad_fraction_is_refused():
+    mnist = data.load_mnist("offline", train_limit=64, test_limit=8, validation_fraction=0)
+    assert mnist.validation is None and mnist.num_train == 64
+    with pytest.raises(ValueError, match="validation_fraction must be at least 0 and below 1"):
+        data.load_mnist("offline", validation_fraction=1.5)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import grpc
 import numpy as np
 import pytest
 
 from helpers import drawpad
+from helpers.server.process import ServerStartError
 
 #: A "1" as a learner draws it: one slightly slanted stroke, top to bottom, off-centre.
 ONE = [[(170, 50), (166, 100), (162, 160), (158, 230)]]
@@ -108,6 +110,12 @@ def test_the_panel_follows_the_mouse(served_channel):
     assert len(pad.strokes[0]) == 11
 
 
+def _stroke_with_the_mouse(pad) -> None:
+    pad._on_down(150, 40)
+    pad._on_move(148, 140)
+    pad._on_up(146, 240)
+
+
 def test_the_panel_explains_a_server_that_went_away(served_channel):
     import socket
 
@@ -117,8 +125,122 @@ def test_the_panel_explains_a_server_that_went_away(served_channel):
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
     signature = client.get_signature(served_channel)
-    pad = drawpad.DrawPad(client.open_channel(f"localhost:{port}"), signature=signature)
-    pad._on_down(150, 40)
-    pad._on_up(146, 240)
+    channel = client.open_channel(f"localhost:{port}")
+    pad = drawpad.DrawPad(channel, signature=signature, reconnect=False)
+    _stroke_with_the_mouse(pad)
     assert "the model server is not running (UNAVAILABLE)" in pad.answer.value
+    assert "failed to connect" not in pad.answer.value  # gRPC's raw words stay out
     assert pad.label is None
+    channel.close()
+
+
+def test_a_closed_channel_is_explained_not_shown_raw(served_mnist):
+    from helpers import client
+
+    channel = client.open_channel(served_mnist)
+    pad = drawpad.DrawPad(channel, reconnect=False)
+    channel.close()  # what the notebook's clean-up step does
+    _stroke_with_the_mouse(pad)
+    assert "connection to the model server was closed" in pad.answer.value
+    assert "Cannot invoke RPC" not in pad.answer.value
+    assert pad.error is not None and pad.label is None
+
+
+def test_the_panel_opens_a_new_channel_when_its_own_was_closed(served_mnist, monkeypatch):
+    from helpers import client
+
+    address = served_mnist.address
+    monkeypatch.setenv("MODEL_SERVER", f"localhost:{address.grpc_port}:{address.rest_port}")
+    channel = client.open_channel(served_mnist)
+    pad = drawpad.DrawPad(channel)
+    channel.close()
+    _stroke_with_the_mouse(pad)
+    assert pad.label == 1, pad.answer.value
+    assert pad.channel is not channel and "The server says: 1" in pad.answer.value
+    pad.close()
+    pad.channel.close()
+
+
+def test_after_the_clean_up_step_the_panel_starts_a_server_and_stops_it(
+    served_mnist, models_dir, monkeypatch
+):
+    """Run All ends with the notebook's clean-up step; drawing afterwards must still work."""
+    import shutil
+
+    from helpers import client
+    from helpers.server.process import free_port, start_server
+
+    monkeypatch.delenv("MODEL_SERVER", raising=False)
+    shutil.copytree(served_mnist.base_path, models_dir / "mnist")
+    first = start_server(grpc_port=free_port(), rest_port=free_port())
+    channel = client.open_channel(first)
+    pad = drawpad.DrawPad(channel)
+    assert pad.draw(ONE)[0] == 1
+    channel.close()  # the notebook's last cell: close the channel, stop the server
+    first.stop()
+
+    _stroke_with_the_mouse(pad)
+    assert pad.label == 1, pad.answer.value
+    started = pad._server
+    assert started is not None and started.is_running()
+    pad.close()
+    assert not started.is_running() and pad._server is None
+
+
+class FakeRpcError(grpc.RpcError):
+    """A failed call as gRPC raises it: a status code and the server's details."""
+
+    def __init__(self, code, details):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("error", "explanation"),
+    [
+        (
+            FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),
+            "the model server is not running",
+        ),
+        (FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), "did not answer"),
+        (FakeRpcError(grpc.StatusCode.NOT_FOUND, "Servable not found"), "no such model loaded"),
+        (
+            FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "a <b>bad</b> tensor"),
+            "the server refused the drawing (INVALID_ARGUMENT)",
+        ),
+        (ValueError("Cannot invoke RPC on closed channel!"), "connection to the model server"),
+        (ServerStartError("the server process exited"), "could not be started again"),
+        (ValueError("The drawing is empty: draw a digit first."), "draw a digit first"),
+        (RuntimeError("boom"), "something unexpected went wrong (RuntimeError: boom)"),
+    ],
+)
+def test_every_failure_gets_an_explanation_and_a_next_step(error, explanation):
+    text = drawpad.explain(error)
+    assert explanation in text
+    assert "<b>" not in text  # the server's words are escaped, never rendered as HTML
+    assert any(word in text for word in ("again", "check", "wait", "draw", "Run")), text
+
+
+def test_the_panel_shows_a_picture_where_widgets_cannot_run(served_channel):
+    """A fresh clone is untrusted: JupyterLab shows the stored picture, not `HBox(...)`."""
+    pad = drawpad.DrawPad(served_channel)
+    bundle = pad._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == pad.widget.model_id
+    assert bytes(bundle["image/png"]).startswith(b"\x89PNG")
+    assert bundle["text/plain"] == drawpad.PANEL_PLACEHOLDER
+    assert "HBox(" not in bundle["text/plain"]
+
+
+def test_the_panel_has_stable_classes_for_browser_tests(served_channel):
+    pad = drawpad.DrawPad(served_channel)
+    assert "course-drawpad" in pad.widget._dom_classes
+    assert "course-drawpad-canvas" in pad.canvas._dom_classes
+    assert "course-drawpad-answer" in pad.answer._dom_classes
+    assert "course-drawpad-preview" in pad.preview._dom_classes
+    assert all(f"course-drawpad-bar-{d}" in bar._dom_classes for d, bar in enumerate(pad.bars))

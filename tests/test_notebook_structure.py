@@ -73,3 +73,98 @@ def test_links_to_the_next_notebook(notebook):
     later = [p for p in NOTEBOOKS if p.name > path.name]
     if later:
         assert f"({later[0].name})" in nb.cells[-1].source, f"{path.name} links to {later[0].name}"
+
+
+def _outputs_text(nb):
+    """(cell index, text) of every stored text output: streams, results, displays, errors."""
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                yield index, output.text
+            elif output.output_type in ("execute_result", "display_data"):
+                yield index, output.get("data", {}).get("text/plain", "")
+            elif output.output_type == "error":
+                yield index, output.evalue
+
+
+def test_no_stderr_in_stored_outputs(notebook):
+    """Warnings and progress bars on stderr show up as pink boxes a learner takes for errors."""
+    path, nb = notebook
+    stderr = [
+        (index, output.text[:80])
+        for index, cell in enumerate(nb.cells)
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stderr"
+    ]
+    assert not stderr, f"{path.name} stores stderr output (cell, text): {stderr}"
+
+
+def test_no_machine_paths_in_stored_outputs(notebook):
+    path, nb = notebook
+    found = [
+        (index, folder)
+        for index, text in _outputs_text(nb)
+        for folder in ("/tmp/", "/root/", "/work/", "/home/")
+        if folder in text
+    ]
+    assert not found, f"{path.name} shows one machine's folders (cell, folder): {found}"
+
+
+def test_no_frozen_progress_placeholders(notebook):
+    """A progress widget saved without its state reads `0%|` for ever in a saved notebook."""
+    path, nb = notebook
+    frozen = [
+        index
+        for index, cell in enumerate(nb.cells)
+        for output in cell.get("outputs", [])
+        if output.output_type == "display_data"
+        and "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+        and " 0%|" in output["data"].get("text/plain", "")
+    ]
+    assert not frozen, f"{path.name} cells {frozen} show a progress bar frozen at 0%"
+
+
+def test_overview_keeps_what_you_need_and_time_apart(notebook):
+    """'What you need' and 'Time to run' are two paragraphs, not one run-on line."""
+    path, nb = notebook
+    paragraphs = nb.cells[0].source.split("\n\n")
+    timed = [p for p in paragraphs if "**Time to run**" in p]
+    assert len(timed) == 1, f"{path.name}: one '**Time to run**' paragraph in the overview"
+    assert "**What you need**" not in timed[0], f"{path.name}: give 'Time to run' its own paragraph"
+
+
+def test_prose_refers_to_nothing_the_learner_lacks(notebook):
+    path, nb = notebook
+    text = markdown(nb).lower()
+    for phrase in ("the old tutorial", "tutorial this course grew from"):
+        assert phrase not in text, f"{path.name} mentions {phrase!r}, which a learner does not have"
+
+
+def test_readme_times_are_the_overview_times(notebook):
+    """README's run-time column and the overview say the same, as `helpers.timing` writes them."""
+    from helpers import timing
+
+    path, nb = notebook
+    told = timing.readme_times((FOLDER.parent / "README.md").read_text())
+    overview = timing.overview_time(nb)
+    assert overview is not None, f'{path.name}: "**Time to run**: about N seconds" in the overview'
+    assert path.stem in told, f"README.md's notebook table has no row for {path.name}"
+    assert told[path.stem] == f"{overview} s", (
+        f"README says {told[path.stem]!r} for {path.name}, its overview {overview} s: "
+        "run `python -m helpers.timing` to measure and write both"
+    )
+
+
+def test_widgets_show_something_sensible_before_the_notebook_runs(notebook):
+    """Opened fresh (untrusted, no kernel), a widget's output falls back to its text or picture."""
+    path, nb = notebook
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" not in data:
+                continue
+            text = data.get("text/plain", "")
+            assert not text.startswith(("HBox(", "VBox(", "Canvas(")), (
+                f"{path.name} cell {index} falls back to a raw widget repr: {text[:60]}"
+            )
+            assert text.strip() or "image/png" in data, f"{path.name} cell {index} shows nothing"

@@ -68,6 +68,14 @@ def check_04(records):
     assert 0 < records["v2_live_seconds"] < 30
     assert records["accuracy_v1"] >= 0.8 and 0.0 <= records["accuracy_v2"] <= 1.0
     assert records["version_after_rollback"] == 1
+    # The canary decision follows the rule, whatever the data: promote only on a real gain.
+    canary = records["canary"]
+    only_v1, only_v2 = canary["only_v1_right"], canary["only_v2_right"]
+    if canary["p_value"] < 0.05 and only_v1 != only_v2:
+        assert canary["verdict"] == ("better" if only_v2 > only_v1 else "worse")
+    else:
+        assert canary["verdict"] == "not better"
+    assert records["promoted"] is (canary["verdict"] == "better")
 
 
 def check_05(records):
@@ -75,6 +83,8 @@ def check_05(records):
     assert records["channel_reuse_speedup"] > 1
     assert records["preprocessed_accuracy"] >= 0.8
     assert 0.0 <= records["raw_pixels_accuracy"] <= 1.0
+    assert records["raw_pixels_mean_confidence"] > 0.95  # what raw pixels really break
+    assert 0 <= records["raw_pixels_flipped"] <= 256
     assert records["error_codes"] == {
         "missing batch dimension": "INVALID_ARGUMENT",
         "float64 pixels": "INVALID_ARGUMENT",
@@ -94,6 +104,7 @@ def check_06(records):
     assert records["num_images"] == 300
     assert records["accuracy"] >= 0.8 and records["server_matches_local"] is True
     assert (records["drawn_one_label"], records["drawn_seven_label"]) == (1, 7)
+    assert records["drawn_after_cleanup"] == 1  # the panel reconnects after the clean-up cell
     assert abs(records["num_mistakes"] - (1 - records["accuracy"]) * 300) <= 1
 
 
@@ -126,6 +137,9 @@ def test_notebook_runs_with_small_parameters(name, tmp_path, monkeypatch):
     records = tmp_path / "records.json"
     monkeypatch.setenv("COURSE_RECORD_FILE", str(records))
     monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path / "models"))
+    scratch = tmp_path / "tmp"  # the kernel's temporary folder: it must be empty afterwards
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     executed = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"),
@@ -142,3 +156,5 @@ def test_notebook_runs_with_small_parameters(name, tmp_path, monkeypatch):
         for cell in nbformat.read(executed, as_version=4).cells
         for output in cell.get("outputs", [])
     )
+    leftovers = sorted(path.name for path in scratch.iterdir())
+    assert not leftovers, f"{name} left temporary files or folders behind: {leftovers}"
