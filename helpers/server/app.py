@@ -8,6 +8,7 @@ refused, never shared); then the models load; then the server runs until SIGTERM
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -181,6 +182,11 @@ class ModelServer:
             self.manager.start(self.configs["models"])
         except ServingError as exc:
             raise StartupError(f"{exc.code.name}: {exc.message}") from None
+        # TensorFlow and the loaded models leave a few hundred thousand Python objects behind.
+        # Python's garbage collector would walk all of them again and again while a large JSON
+        # request builds its lists (a 256-image REST body took several times longer to parse);
+        # frozen, they are left out of every later collection.
+        gc.freeze()
         tls = " (TLS)" if self.configs["ssl"] is not None else ""
         log.info("Running gRPC ModelServer at %s%s ...", address, tls)
         if self.rest_handle is not None:
