@@ -11,14 +11,23 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from helpers import config
 
 SERVING_SIGNATURE = "serving_default"
 INPUT_KEY = "image"
 OUTPUT_KEY = "probabilities"
+
+#: The variant of the course model that takes bytes: raw uint8 pixels, or PNG files.
+BYTES_MODEL_NAME = "mnist_bytes"
+PIXELS_KEY = "pixels"
+PNG_SIGNATURE = "png"
+PNG_KEY = "image_bytes"
 
 
 def _base(name: str, base_dir: str | os.PathLike | None) -> Path:
@@ -66,6 +75,47 @@ def _write_saved_model(model, path: Path) -> None:
         logger.setLevel(level)
 
 
+def _check_version(version) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive whole number, got {version!r}.")
+
+
+def _export_atomically(
+    write: Callable[[Path], None],
+    name: str,
+    version: int,
+    base_dir: str | os.PathLike | None,
+    overwrite: bool,
+) -> Path:
+    """Run `write(folder)` beside `<base>/<name>/<version>/`, then rename the result into place.
+
+    Refuses to replace an existing version unless `overwrite=True`.
+    """
+    _check_version(version)
+    base = _base(name, base_dir)
+    target = base / str(version)
+    if target.exists() and not overwrite:
+        free = (latest_version(name, base_dir) or 0) + 1
+        raise FileExistsError(
+            f"{config.display_path(target)} already exists: export as version={free}, "
+            "or pass overwrite=True to replace it."
+        )
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
+    try:
+        write(staging / "model")
+        if overwrite and target.exists():  # move the old version aside, swap in one rename
+            retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=base))
+            os.replace(target, retired / "model")
+            os.replace(staging / "model", target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            _rename_no_replace(staging / "model", target, name, base_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def export_model(
     model,
     name: str = config.MODEL_NAME,
@@ -79,30 +129,106 @@ def export_model(
     Refuses to replace an existing version unless `overwrite=True`: a served version should be
     immutable, and a new model deserves a new number (the server then rolls it out by itself).
     """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive whole number, got {version!r}.")
-    base = _base(name, base_dir)
-    target = base / str(version)
-    if target.exists() and not overwrite:
-        free = (latest_version(name, base_dir) or 0) + 1
-        raise FileExistsError(
-            f"{config.display_path(target)} already exists: export as version={free}, "
-            "or pass overwrite=True to replace it."
+    return _export_atomically(
+        lambda path: _write_saved_model(model, path), name, version, base_dir, overwrite
+    )
+
+
+def _write_bytes_variant(source: Path, path: Path) -> None:
+    """Wrap the SavedModel at `source` in two signatures that take bytes instead of floats."""
+    import tensorflow as tf
+
+    from helpers.data import preprocess
+
+    served = tf.saved_model.load(str(source))
+    classify = served.signatures[SERVING_SIGNATURE]
+    # The course preprocessing of each of the 256 pixel values, looked up rather than computed:
+    # in a graph TensorFlow turns `x / 255` into `x * (1 / 255)`, which differs in the last bit.
+    every_value = np.resize(np.arange(256), (28, 28))  # one image holding each pixel value
+    scaled = tf.constant(preprocess(every_value).ravel()[:256])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.uint8, name=PIXELS_KEY)])
+    def from_pixels(pixels):
+        image = tf.gather(scaled, tf.cast(pixels, tf.int32))
+        return {OUTPUT_KEY: classify(**{INPUT_KEY: image})[OUTPUT_KEY]}
+
+    def decode(png):
+        return tf.ensure_shape(tf.io.decode_png(png, channels=1), (28, 28, 1))
+
+    @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name=PNG_KEY)])
+    def from_png(image_bytes):
+        pixels = tf.map_fn(
+            decode, image_bytes, fn_output_signature=tf.TensorSpec((28, 28, 1), tf.uint8)
         )
-    base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
+        return from_pixels(pixels)
+
+    module = tf.Module()
+    module.served = served  # keeps the weights tracked, so they are saved with the new signatures
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
     try:
-        _write_saved_model(model, staging / "model")
-        if overwrite and target.exists():  # move the old version aside, swap in one rename
-            retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=base))
-            os.replace(target, retired / "model")
-            os.replace(staging / "model", target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            _rename_no_replace(staging / "model", target, name, base_dir)
+        tf.saved_model.save(
+            module, str(path), signatures={SERVING_SIGNATURE: from_pixels, PNG_SIGNATURE: from_png}
+        )
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        logger.setLevel(level)
+
+
+def export_bytes_variant(
+    source: str | os.PathLike,
+    name: str = BYTES_MODEL_NAME,
+    version: int | None = None,
+    *,
+    base_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Re-export a served course model so that clients can send bytes instead of floats.
+
+    The variant has the same weights as `source` (a version folder such as `models/mnist/2`)
+    and answers with the same `probabilities`, from two signatures:
+
+    - `serving_default` takes `pixels`, raw uint8 (N, 28, 28, 1), and divides by 255 itself;
+    - `png` takes `image_bytes`, a string tensor (N,) of 28x28 grey-scale PNG files (over REST
+      they travel as `{"b64": "..."}`).
+
+    The variant's version number is the source's (`mnist/2` becomes `mnist_bytes/2`), so the
+    two models a server serves side by side always hold the same weights.
+    """
+    source = Path(source)
+    if not (source / "saved_model.pb").is_file():
+        raise FileNotFoundError(
+            f"No SavedModel at {source}: export the course model first "
+            "(helpers.export.ensure_model)."
+        )
+    if version is None:
+        if not source.name.isdigit():
+            raise ValueError(f"{source} is not a version folder; pass version= explicitly.")
+        version = int(source.name)
+    return _export_atomically(
+        lambda path: _write_bytes_variant(source, path), name, version, base_dir, overwrite
+    )
+
+
+def ensure_bytes_variant(
+    source_name: str = config.MODEL_NAME,
+    name: str = BYTES_MODEL_NAME,
+    *,
+    base_dir: str | os.PathLike | None = None,
+) -> Path:
+    """The bytes variant of the latest version of `source_name`, exported if it is missing."""
+    version = latest_version(source_name, base_dir)
+    if version is None:
+        raise FileNotFoundError(
+            f"Model {source_name!r} has no version yet: export it first "
+            "(helpers.export.ensure_model)."
+        )
+    target = _base(name, base_dir) / str(version)
+    if (target / "saved_model.pb").is_file():
+        return target
+    return export_bytes_variant(
+        _base(source_name, base_dir) / str(version), name, version, base_dir=base_dir
+    )
 
 
 def _rename_no_replace(source: Path, target: Path, name: str, base_dir) -> None:
@@ -117,7 +243,8 @@ def _rename_no_replace(source: Path, target: Path, name: str, base_dir) -> None:
     except FileExistsError:
         free = (latest_version(name, base_dir) or 0) + 1
         raise FileExistsError(
-            f"{target} was created by someone else while this export was being written: "
+            f"{config.display_path(target)} was created by someone else while this export "
+            "was being written: "
             f"export as version={free}, or pass overwrite=True to replace it."
         ) from None
     try:

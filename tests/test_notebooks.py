@@ -10,6 +10,7 @@ outputs of cells marked `# NBVAL_CHECK_OUTPUT`.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nbformat
@@ -108,6 +109,24 @@ def check_06(records):
     assert abs(records["num_mistakes"] - (1 - records["accuracy"]) * 300) <= 1
 
 
+def check_07(records):
+    assert records["predictions_equal"] is True and records["lean_identical"] is True
+    assert records["rest_error_statuses"] == {
+        "wrong shape": 400,
+        "unknown signature": 400,
+        "unknown model": 404,
+    }
+    wire = records["wire_bytes_ratio"]
+    assert set(wire) == {"1", "8"} and all(2 < ratio < 4 for ratio in wire.values())
+    ratios = [v for column in records["latency_ratios"].values() for v in column.values()]
+    ratios += list(records["throughput_ratios"].values())
+    assert ratios and all(math.isfinite(r) and r > 0 for r in ratios)
+    costs = records["client_costs"]
+    assert 0 < costs["lean"]["installed_mb"] < costs["tensorflow"]["installed_mb"]
+    assert costs["lean"]["import_s"] > 0 and costs["tensorflow"]["import_s"] > 0
+    assert records["server_stopped"] is True
+
+
 #: notebook -> (small parameters, checks on what it recorded)
 CASES = {
     "00_check_your_environment": ({"DOCKER_TIMEOUT": 2.0}, check_00),
@@ -123,6 +142,15 @@ CASES = {
         check_05,
     ),
     "06_visualise_predictions": ({"NUM_IMAGES": 300, "BATCH_SIZE": 64, "GRID_SIZE": 16}, check_06),
+    "07_compare_grpc_and_rest": (
+        {
+            "BATCH_SIZES": [1, 8],
+            "LATENCY_CALLS": 3,
+            "THROUGHPUT_SECONDS": 0.2,
+            "CONCURRENCY": [1, 4],
+        },
+        check_07,
+    ),
 }
 
 

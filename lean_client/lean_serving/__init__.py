@@ -1,0 +1,1 @@
+"""TensorFlow Serving's Predict messages, compiled from the two .proto files beside this one."""
