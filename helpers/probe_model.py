@@ -27,6 +27,26 @@ BUSY_SIGNATURE = "busy"
 ECHO_SIGNATURE = "echo"
 
 
+def _signature(inputs, outputs):
+    """A Predict SignatureDef over graph tensors (written directly: TensorFlow's v1 helper for
+    this logs a deprecation warning on every call)."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    def info(tensor):
+        return meta_graph_pb2.TensorInfo(
+            name=tensor.name,
+            dtype=tensor.dtype.as_datatype_enum,
+            tensor_shape=tensor.shape.as_proto(),
+        )
+
+    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for alias, tensor in inputs.items():
+        signature.inputs[alias].CopyFrom(info(tensor))
+    for alias, tensor in outputs.items():
+        signature.outputs[alias].CopyFrom(info(tensor))
+    return signature
+
+
 def _build_graph():
     """The graph and its signature map (built in a fresh graph, so nothing leaks between calls)."""
     import tensorflow as tf
@@ -49,11 +69,8 @@ def _build_graph():
         iterations = tf.fill(tf.shape(seconds), count, name="iterations")
         x = v1.placeholder(tf.float32, [None], name="x")
         y = tf.identity(x, name="y")
-        info = v1.saved_model.utils.build_tensor_info
-        build = v1.saved_model.signature_def_utils.build_signature_def
-        predict = v1.saved_model.signature_constants.PREDICT_METHOD_NAME
-        busy = build({"seconds": info(seconds)}, {"iterations": info(iterations)}, predict)
-        echo = build({"x": info(x)}, {"y": info(y)}, predict)
+        busy = _signature({"seconds": seconds}, {"iterations": iterations})
+        echo = _signature({"x": x}, {"y": y})
         signatures = {"serving_default": busy, BUSY_SIGNATURE: busy, ECHO_SIGNATURE: echo}
     return graph, signatures
 

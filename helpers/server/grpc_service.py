@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (
 from helpers.server import tensors
 from helpers.server.errors import ServingError, first_line, invalid_argument
 from helpers.server.models import ModelManager
-from helpers.server.servable import DEFAULT_SIGNATURE
+from helpers.server.servable import DEFAULT_SIGNATURE, run_deadline
 
 log = logging.getLogger("helpers.server")
 
@@ -68,7 +68,8 @@ def _handle(api: str, model_name_of: Callable[[Any], str]):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return method(self, request, context)
+                with run_deadline(context.time_remaining()):
+                    return method(self, request, context)
             except ServingError as exc:
                 code = exc.code
                 context.abort(exc.code, exc.message)

@@ -10,6 +10,8 @@ casts that the real server does not have, so the low-level `_call_tf_sessionrun`
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -57,6 +59,36 @@ def _join(keys: Iterable[str]) -> str:
     return ",".join(sorted(keys))
 
 
+#: The time left before the calling client's deadline, in ms (None: no deadline). Set per call
+#: by the gRPC service; like TF Serving's RunOptions.timeout_in_ms, TensorFlow then stops a
+#: Session run that outlives it instead of finishing work nobody waits for.
+_run_timeout_ms: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "run_timeout_ms", default=None
+)
+
+
+@contextlib.contextmanager
+def run_deadline(seconds_left: float | None):
+    """Within this block, Session runs on this thread stop after `seconds_left` seconds."""
+    timeout = None if seconds_left is None else max(1, int(seconds_left * 1000))
+    token = _run_timeout_ms.set(timeout)
+    try:
+        yield
+    finally:
+        _run_timeout_ms.reset(token)
+
+
+def _run_options(timeout_ms: int | None):
+    """A TF_Buffer holding RunOptions(timeout_in_ms), or None (no limit)."""
+    if timeout_ms is None:
+        return None
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.client import pywrap_tf_session
+
+    options = config_pb2.RunOptions(timeout_in_ms=timeout_ms)
+    return pywrap_tf_session.TF_NewBufferFromString(options.SerializeToString())
+
+
 class Servable:
     """A loaded version: `.name`, `.version`, `.signature_defs`, and `run`/`classify`/`regress`."""
 
@@ -90,16 +122,26 @@ class Servable:
     def session_run(
         self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str]
     ) -> list[np.ndarray]:
-        """`Session::Run` on tensor names; TensorFlow errors become TF Serving's errors."""
+        """`Session::Run` on tensor names; TensorFlow errors become TF Serving's errors.
+
+        Inside `run_deadline(...)` the run is given the caller's time left, as TF Serving's
+        prediction service does (prediction_service_impl.cc: RunOptions.timeout_in_ms).
+        """
+        options = _run_options(_run_timeout_ms.get())
         try:
             feed = {self._tf_output(name): value for name, value in feeds.items()}
             fetch = [self._tf_output(name) for name in fetches]
-            return self._session._call_tf_sessionrun(None, feed, fetch, [], None)
+            return self._session._call_tf_sessionrun(options, feed, fetch, [], None)
         except tf.errors.OpError as exc:
             raise from_tf_error(exc) from None
         except (TypeError, ValueError) as exc:
             # Values NumPy cannot hand to TensorFlow (ragged object arrays and the like).
             raise invalid_argument(first_line(str(exc))) from None
+        finally:
+            if options is not None:
+                from tensorflow.python.client import pywrap_tf_session
+
+                pywrap_tf_session.TF_DeleteBuffer(options)
 
     def signature(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
         """The named signature, or TF Serving's Predict error for a missing one."""
