@@ -67,10 +67,16 @@ _run_timeout_ms: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 
 
+#: Time left beyond this (about 30 years) means the caller set no deadline.
+_NO_DEADLINE_SECONDS = 1e9
+
+
 @contextlib.contextmanager
 def run_deadline(seconds_left: float | None):
     """Within this block, Session runs on this thread stop after `seconds_left` seconds."""
-    timeout = None if seconds_left is None else max(1, int(seconds_left * 1000))
+    # A call without a deadline reports an "infinite" time left (about 2**63 ns): no limit.
+    no_limit = seconds_left is None or seconds_left > _NO_DEADLINE_SECONDS
+    timeout = None if no_limit else max(1, int(seconds_left * 1000))
     token = _run_timeout_ms.set(timeout)
     try:
         yield
