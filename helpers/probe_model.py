@@ -15,6 +15,7 @@ form TF Serving loads, so a timeout on the session run cancels the loop between 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -95,6 +96,9 @@ def export_probe_model(
         return target
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.WARNING)  # the v1 builder logs every step at INFO, on stderr
     try:
         graph, signatures = _build_graph()
         with tf.compat.v1.Session(graph=graph) as session:
@@ -103,5 +107,6 @@ def export_probe_model(
             builder.save()
         os.replace(staging / "model", target)
     finally:
+        tf_log.setLevel(level)
         shutil.rmtree(staging, ignore_errors=True)
     return target
