@@ -179,16 +179,36 @@ async def _closed_loop(target: str, model_name: str, concurrency: int, seconds: 
     return done / elapsed, errors, latencies
 
 
+def run_coroutine(coroutine):
+    """`asyncio.run`, also from code that already runs in an event loop (a Jupyter kernel does):
+    there the coroutine runs in a worker thread with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def measure_throughput(
     target: str, model_name: str, concurrency: int, seconds: float, label: str
 ) -> Row:
-    rate, errors, latencies = asyncio.run(_closed_loop(target, model_name, concurrency, seconds))
-    p50, _ = percentiles(latencies) if latencies else (float("nan"), 0.0)
+    """Closed loop: `concurrency` callers, each sending its next call when the last one returns."""
+    rate, errors, latencies = run_coroutine(_closed_loop(target, model_name, concurrency, seconds))
+    p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
     return Row(
         f"throughput, concurrency {concurrency:>2}, {label}",
         f"{rate:,.0f} req/s",
         f"p50 {p50:.2f} ms, {errors} errors",
-        {"req_per_s": rate, "errors": errors, "p50_ms": p50, "concurrency": concurrency},
+        {
+            "req_per_s": rate,
+            "errors": errors,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "concurrency": concurrency,
+        },
     )
 
 
@@ -225,7 +245,7 @@ async def _open_loop(target: str, model_name: str, rate: float, seconds: float):
 
 
 def measure_sustained(target: str, model_name: str, rate: float, seconds: float) -> Row:
-    achieved, latencies, failures = asyncio.run(_open_loop(target, model_name, rate, seconds))
+    achieved, latencies, failures = run_coroutine(_open_loop(target, model_name, rate, seconds))
     p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
     detail = f"{len(failures)} errors, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
     if failures:

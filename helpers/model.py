@@ -1,6 +1,8 @@
-"""The course's MNIST models: a small dense network (version 1) and a small CNN (version 2).
+"""The course's MNIST models: a small dense network (version 1), a small CNN (version 2), and a
+wide dense network whose inference costs enough to dominate a served call (notebook 08 measures
+batching with it).
 
-Both take one named input, `image` (28, 28, 1) float32 in [0, 1], and end in 10 softmax units
+All take one named input, `image` (28, 28, 1) float32 in [0, 1], and end in 10 softmax units
 named `probabilities`. Naming the input matters: Keras 3 otherwise calls it `keras_tensor_N`
 from a process-wide counter, and the key a client must send changes when a cell is re-run.
 """
@@ -11,11 +13,14 @@ from dataclasses import dataclass, field
 
 from helpers.data import IMAGE_SHAPE, NUM_CLASSES
 
-MODEL_KINDS = ("mlp", "cnn")
+MODEL_KINDS = ("mlp", "cnn", "wide_mlp")
 
 
 def build_model(kind: str = "mlp", *, seed: int = 0):
-    """A compiled Keras model: 'mlp' (fast, ~97% on full MNIST) or 'cnn' (better, slower)."""
+    """A compiled Keras model: 'mlp' (fast, ~97% on full MNIST), 'cnn' (better, slower), or
+    'wide_mlp' (three 2048-unit layers, 10 million weights: a stand-in for a model whose
+    inference, not the network call, is most of the cost; one image at a time it reads all 40 MB
+    of weights for a few multiply-adds each, so a batch shares that cost)."""
     import keras
 
     if kind not in MODEL_KINDS:
@@ -26,6 +31,10 @@ def build_model(kind: str = "mlp", *, seed: int = 0):
         x = keras.layers.Flatten(name="flatten")(image)
         x = keras.layers.Dense(128, activation="relu", name="hidden")(x)
         x = keras.layers.Dropout(0.2, name="dropout")(x)
+    elif kind == "wide_mlp":
+        x = keras.layers.Flatten(name="flatten")(image)
+        for i in range(3):
+            x = keras.layers.Dense(2048, activation="relu", name=f"wide{i + 1}")(x)
     else:
         x = keras.layers.Conv2D(16, 3, activation="relu", name="conv1")(image)
         x = keras.layers.MaxPooling2D(name="pool1")(x)

@@ -272,3 +272,69 @@ def plot_paired_comparison(comparison, *, names=("A", "B"), axes=None):
     gain_ax.legend(fontsize=8)
     split_ax.figure.tight_layout()
     return axes
+
+
+def plot_load_curves(curves: dict, *, title: str = "", axes=None):
+    """Throughput (left) and p50/p99 latency (right) against the number of concurrent callers.
+
+    `curves` maps a label (e.g. "no batching") to rows of numbers with the keys `concurrency`,
+    `req_per_s`, `p50_ms` and `p99_ms` (what `helpers.bench.measure_throughput` measures).
+    """
+    plt = _plt()
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    ax_rate, ax_latency = axes
+    for label, rows in curves.items():
+        rows = sorted(rows, key=lambda r: r["concurrency"])
+        x = [r["concurrency"] for r in rows]
+        (line,) = ax_rate.plot(x, [r["req_per_s"] for r in rows], marker="o", label=label)
+        color = line.get_color()
+        p50 = [r["p50_ms"] for r in rows]
+        ax_latency.plot(x, p50, marker="o", color=color, label=f"{label} p50")
+        ax_latency.plot(
+            x, [r["p99_ms"] for r in rows], marker="^", ls="--", color=color, label=f"{label} p99"
+        )
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(c) for c in x])
+        ax.set_xlabel("concurrent callers")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_rate.set_ylim(bottom=0)
+    ax_rate.set_ylabel("requests per second")
+    ax_latency.set_yscale("log")
+    ax_latency.set_ylabel("latency, ms (log scale)")
+    if title:
+        ax_rate.set_title(f"{title}: throughput")
+        ax_latency.set_title(f"{title}: latency")
+    return axes
+
+
+def plot_call_timeline(records, events=(), *, ax=None, title: str = "Every call, and who answered"):
+    """One dot per call at the time it started, at the height of the version that answered it;
+    failed calls are red crosses on a lane of their own. `events` are (seconds, label) marks.
+
+    `records` are `helpers.load.CallRecord`s (or anything with .started, .outcome, .version).
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 2.8))
+    records = list(records)
+    versions = sorted({r.version for r in records if r.version is not None})
+    lanes = {v: i + 1 for i, v in enumerate(versions)}
+    rng = np.random.default_rng(0)
+    for version in versions:
+        times = [r.started for r in records if r.version == version]
+        y = lanes[version] + rng.uniform(-0.2, 0.2, len(times))
+        ax.plot(times, y, ".", markersize=2, alpha=0.5, label=f"version {version}")
+    failed = [r.started for r in records if r.outcome != "OK"]
+    ax.plot(failed, np.zeros(len(failed)), "x", color="tab:red", label=f"failed ({len(failed)})")
+    top = len(versions) + 0.6
+    for seconds, label in events:
+        ax.axvline(seconds, color="black", lw=0.8, ls=":")
+        ax.annotate(f" {label}", (seconds, top), rotation=90, va="top", fontsize=8)
+    ax.set_yticks([0, *lanes.values()], ["failed", *[f"version {v}" for v in versions]])
+    ax.set_ylim(-0.6, top + 1.6)
+    ax.set_xlabel("seconds")
+    ax.set_title(title)
+    return ax

@@ -127,6 +127,44 @@ def check_07(records):
     assert records["server_stopped"] is True
 
 
+def check_08(records):
+    refused = "UNAVAILABLE"
+    assert records["tls_outcomes"] == {
+        "plaintext client": refused,
+        "CA not trusted": refused,
+        "host name not in certificate": refused,
+        "correct": "OK",
+    }
+    assert records["mtls_outcomes"] == {
+        "no client certificate": refused,
+        "certificate from another CA": refused,
+        "certificate signed by our CA": "OK",
+    }
+    (before, removed, back) = records["health_timeline"]
+    assert before == back == ["SERVING", "v1 AVAILABLE"]
+    assert removed[0] == "SERVING" and removed[1] != "v1 AVAILABLE"  # health != readiness
+    assert len(records["batching"]) == 4
+    for rows in records["batching"].values():
+        assert [row["concurrency"] for row in rows] == [1, 8]
+        assert all(row["errors"] == 0 and row["req_per_s"] > 0 for row in rows)
+    assert set(records["batching_verdicts"].values()) <= {"pays", "does not pay"}
+    for trials in records["warmup_ms"].values():
+        assert len(trials) == 2 and all(len(times) == 3 for times in trials)
+    assert min(records["metrics_predict_ok"].values()) > 0
+    assert records["limit_codes"] == {
+        "default client": "RESOURCE_EXHAUSTED",
+        "receive limit 16 MiB": "OK",
+        "send limit 1 MiB": "RESOURCE_EXHAUSTED",
+    }
+    deadline = records["deadline"]
+    assert deadline["deadline 0.5 s"][0] == "DEADLINE_EXCEEDED"
+    assert deadline["no deadline, cancel at 0.5 s"][0] == "CANCELLED"
+    assert set(records["rollout_outcomes"]) == {"OK"}
+    assert records["rollout_verdict"] in ("better", "not better", "worse")
+    assert set(records["sigterm"]["calls in flight at SIGTERM"]) == {"OK"}
+    assert records["servers_stopped"] == 7
+
+
 #: notebook -> (small parameters, checks on what it recorded)
 CASES = {
     "00_check_your_environment": ({"DOCKER_TIMEOUT": 2.0}, check_00),
@@ -150,6 +188,16 @@ CASES = {
             "CONCURRENCY": [1, 4],
         },
         check_07,
+    ),
+    "08_get_ready_for_production": (
+        {
+            "CONCURRENCY": [1, 8],
+            "LOAD_SECONDS": 0.3,
+            "CANDIDATE_TRAIN_IMAGES": 500,
+            "CANARY_IMAGES": 200,
+            "WARMUP_VERSIONS": 2,
+        },
+        check_08,
     ),
 }
 
