@@ -111,11 +111,19 @@ def service_config(
     policy: str = "round_robin",
     retry: dict[str, Any] | None = None,
     services: Sequence[str] = (PREDICTION_SERVICE,),
+    health_service: str | None = None,
 ) -> str:
-    """The service config JSON: a load-balancing policy, and a retryPolicy for `services`."""
+    """The service config JSON: a load-balancing policy, and a retryPolicy for `services`.
+
+    With `health_service` (e.g. "PredictionService", a name TF Serving's health service
+    reports), the channel watches each server's grpc.health.v1 status and sends calls only to
+    servers that say SERVING: a server still loading its model gets none.
+    """
     if policy not in ("round_robin", "pick_first"):
         raise ValueError(f"policy must be 'round_robin' or 'pick_first', not {policy!r}")
     config: dict[str, Any] = {"loadBalancingConfig": [{policy: {}}]}
+    if health_service is not None:
+        config["healthCheckConfig"] = {"serviceName": health_service}
     if retry is not None:
         config["methodConfig"] = [
             {"name": [{"service": service} for service in services], "retryPolicy": retry}
@@ -128,6 +136,7 @@ def balanced_channel(
     *,
     policy: str = "round_robin",
     retry: dict[str, Any] | None = None,
+    health_service: str | None = None,
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A plaintext channel over several servers, balanced by gRPC itself.
@@ -136,5 +145,6 @@ def balanced_channel(
     `dns:///tf-serving-grpc.default.svc.cluster.local:8500`.
     """
     target = addresses if isinstance(addresses, str) else multi_address_target(addresses)
-    channel_options = [("grpc.service_config", service_config(policy=policy, retry=retry))]
+    config = service_config(policy=policy, retry=retry, health_service=health_service)
+    channel_options = [("grpc.service_config", config)]
     return grpc.insecure_channel(target, options=[*channel_options, *options])
