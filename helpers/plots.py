@@ -338,3 +338,52 @@ def plot_call_timeline(records, events=(), *, ax=None, title: str = "Every call,
     ax.set_xlabel("seconds")
     ax.set_title(title)
     return ax
+
+
+def plot_replica_counts(results: dict, *, labels=None, title: str = "Calls per replica"):
+    """One bar chart per experiment: how many calls each replica answered.
+
+    `results` maps an experiment's name to its per-replica counts; the bars of an even spread
+    are level, and a trap shows one tall bar.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, (name, counts) in zip(axes, results.items(), strict=True):
+        counts = np.asarray(counts)
+        names = labels or [f"replica {i}" for i in range(len(counts))]
+        bars = ax.bar(names, counts, color=["C0" if c else "lightgray" for c in counts])
+        ax.bar_label(bars, [str(int(c)) for c in counts])
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[0].set_ylabel("calls answered")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_calls_over_time(times, per_interval, *, events=(), title: str = "Calls per replica"):
+    """Calls each replica answered per sampling interval, one line each, with marked events.
+
+    `times` are the ends of the intervals (s), `per_interval[i][r]` the calls of replica r in
+    interval i, and `events` (seconds, label) pairs drawn as vertical lines.
+    """
+    plt = _plt()
+    times = np.asarray(times, dtype=float)
+    rates = np.asarray(per_interval, dtype=float)
+    widths = np.diff(np.concatenate([[0.0], times]))
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for replica in range(rates.shape[1]):
+        ax.step(times, rates[:, replica] / widths, where="pre", label=f"replica {replica}")
+    for seconds, label in events:
+        ax.axvline(seconds, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(
+            label, (seconds, ax.get_ylim()[1]), rotation=90, va="top", ha="right", fontsize=8
+        )
+    ax.set_xlabel("seconds since the load started")
+    ax.set_ylabel("calls per second")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

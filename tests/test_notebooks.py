@@ -165,6 +165,20 @@ def check_08(records):
     assert records["servers_stopped"] == 7
 
 
+def check_09(records):
+    assert sorted(records["trap_counts"]) == [0, 40]
+    assert sorted(records["pick_first_counts"]) == [0, 40]
+    for spread in (records["round_robin_counts"], records["l7_counts"] or [20, 20]):
+        assert sum(spread) == 40 and max(spread) - min(spread) <= 2
+    assert records["failed_calls"]["retryPolicy"] == 0
+    assert all(calls > 0 for calls in records["calls_in_failure_run"].values())
+    assert records["seconds_until_even"] is not None and records["restart_seconds"] > 0
+    room = records["learners"]
+    assert (room["learners"], room["calls"], room["errors"]) == (6, 6 * 7, 0)
+    assert 0 < room["p50_ms"] <= room["p99_ms"]
+    assert records["ports_freed"] is True
+
+
 #: notebook -> (small parameters, checks on what it recorded)
 CASES = {
     "00_check_your_environment": ({"DOCKER_TIMEOUT": 2.0}, check_00),
@@ -198,6 +212,20 @@ CASES = {
             "WARMUP_VERSIONS": 2,
         },
         check_08,
+    ),
+    "09_scale_out": (
+        {
+            "NUM_REPLICAS": 2,
+            "CALLS": 40,
+            "LOAD_THREADS": 2,
+            "LOAD_RATE": 60.0,
+            "SECONDS_BEFORE_KILL": 1.0,
+            "SECONDS_DOWN": 0.5,
+            "SECONDS_AFTER": 2.0,
+            "LEARNERS": 6,
+            "SINGLE_CALLS": 5,
+        },
+        check_09,
     ),
 }
 
