@@ -137,6 +137,32 @@ def run_all(page, timeout_s: float) -> float:
     return time.perf_counter() - start
 
 
+def run_cell(page, containing: str, timeout_s: float) -> None:
+    """Click the code cell whose source contains `containing` and run it (Ctrl+Enter), as a
+    learner re-runs one cell; wait until it has a new execution count and the kernel is idle."""
+    cell = (
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell")
+        .filter(has=page.locator(".jp-InputArea", has_text=containing))
+        .first
+    )
+    cell.scroll_into_view_if_needed()
+    prompt = cell.locator(".jp-InputPrompt")
+    before = (prompt.text_content() or "").strip()
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")
+    handle = prompt.element_handle()
+    page.wait_for_function(
+        f"""([prompt, before]) => {{
+            const now = prompt.textContent.trim();
+            return now !== before && /\\[\\d+\\]/.test(now) &&
+                document.querySelector('{_KERNEL_STATE}')?.dataset.status === 'idle'; }}""",
+        arg=[handle, before],
+        timeout=timeout_s * 1000,
+        polling=250,
+    )
+    page.keyboard.press("Escape")  # back to command mode, as after Run All
+
+
 def save(page, timeout_ms: float = 30_000) -> None:
     """File > Save Notebook, and wait until the tab is no longer marked as changed."""
     click_menu(page, "File", "Save Notebook")
@@ -154,10 +180,14 @@ def close_and_shut_down(page) -> None:
 
 
 def rendered_images(page) -> int:
-    """Images in the current notebook's outputs that the browser actually decoded."""
+    """Image outputs (plots) of the current notebook that the browser actually decoded.
+
+    Only JupyterLab's own image renderer counts: a widget's picture (the drawing panel's
+    preview) is not a cell output.
+    """
     return page.evaluate(
         """() => [...document.querySelectorAll(
-            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img')]
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .jp-RenderedImage img')]
             .filter(img => img.complete && img.naturalWidth > 0).length"""
     )
 

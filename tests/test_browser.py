@@ -35,6 +35,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: The notebook with the drawing panel, and the 7 drawn on it (canvas pixels, as notebook 06's).
 DRAWING_NOTEBOOK = "06_visualise_predictions"
 SEVEN = [[(60, 50), (220, 50), (170, 140), (130, 250)]]
+#: In the drawing notebook: the cells that start the server and show the panel (to run again
+#: after Run All, as the notebook says), and its clean-up cell, found by their code.
+DRAWING_CELLS = ("server.connect(", "DrawPad(")
+CLEAN_UP_CELL = "handle.stop()"
 #: Seconds one notebook's Run All may take in the browser (the course aims at 90 s).
 RUN_ALL_TIMEOUT = 420
 #: The end of a tqdm bar: elapsed time, then `<remaining` and the rate, in square brackets.
@@ -108,12 +112,9 @@ def test_run_all_in_jupyterlab(path, lab, browser_page, screenshots, record_prop
         check_outputs(nbformat.read(lab.notebooks / path.name, as_version=4))
         check_plots_shown(page, nbformat.read(lab.notebooks / path.name, as_version=4))
         if path.stem == DRAWING_NOTEBOOK:
-            panel = ui.DrawingPanel(page, drawpad.CANVAS_SIZE)
-            clear(panel)  # the notebook itself drew a 1 on the panel
-            answer = draw(panel, SEVEN, screenshots / f"{path.stem}-drawn.png")
+            answer = draw_a_seven(page, screenshots / f"{path.stem}-drawn.png")
             record_property(f"browser {path.stem} drawing", f"drawn 7, the panel says: {answer}")
             assert re.search(r"The server says: 7\b", answer), f"a drawn 7 got {answer!r}"
-            clear(panel)
         assert watch.take() == [], "the browser console reported errors"
         lab.remember_children()
     finally:
@@ -158,6 +159,19 @@ def check_plots_shown(page, notebook) -> None:
     silent = [c.source.splitlines()[0] for c in code if "plt.show()" in c.source and not images(c)]
     assert not silent, f"plt.show() showed no image in the cells starting {silent}"
     assert ui.rendered_images(page) == sum(images(cell) for cell in code)
+
+
+def draw_a_seven(page, shot: Path) -> str:
+    """What the notebook tells a learner who ran all cells and wants to draw: Run All ended by
+    stopping the server, so run the cell that starts it and the panel's cell again. Then draw
+    a 7, read the answer, press Clear, and run the clean-up cell again (the server stops)."""
+    for step in DRAWING_CELLS:
+        ui.run_cell(page, step, RUN_ALL_TIMEOUT)
+    panel = ui.DrawingPanel(page, drawpad.CANVAS_SIZE)
+    answer = draw(panel, SEVEN, shot)
+    clear(panel)
+    ui.run_cell(page, CLEAN_UP_CELL, RUN_ALL_TIMEOUT)
+    return answer
 
 
 def draw(panel, strokes, shot: Path) -> str:
