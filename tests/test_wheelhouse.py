@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,7 +87,13 @@ def folder_bytes(folder: Path) -> int:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no `make` command on this machine")
-def test_the_course_installs_from_a_wheelhouse_with_no_index(tmp_path, record_property):
+def test_the_course_installs_from_a_wheelhouse_with_no_index(record_property):
+    # Not pytest's tmp_path: it keeps its last three folders, and these hold gigabytes.
+    with tempfile.TemporaryDirectory(prefix="course-offline-install-") as work:
+        install_offline(Path(work), record_property)
+
+
+def install_offline(tmp_path: Path, record_property) -> None:
     course = copy_of_the_course(tmp_path)
     wheelhouse = tmp_path / "wheelhouse"
     base_python = getattr(sys, "_base_executable", sys.executable)
