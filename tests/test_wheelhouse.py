@@ -109,8 +109,13 @@ def install_offline(tmp_path: Path, record_property) -> None:
         course, "install", f"FROM={wheelhouse}", f"PYTHON={base_python}", env=offline_environment()
     )
     venv_python = course / ".venv" / "bin" / "python"
-    proof = subprocess.run(
-        [str(venv_python), "-c", PROOF], capture_output=True, text=True, timeout=300
+    proof = subprocess.run(  # outside both checkouts: `helpers` must come from the install
+        [str(venv_python), "-c", PROOF],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proof.returncode == 0, proof.stderr
     assert Path(proof.stdout.strip()).is_relative_to(course / "helpers")  # the editable install
