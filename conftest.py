@@ -2,7 +2,9 @@
 
 Every worker gets its own models folder, so notebooks and tests running side by side never
 see each other's exports; MNIST comes from the offline subset unless MNIST_SOURCE says else.
-At the end, a timing table says where the minutes went.
+At the end, a timing table says where the minutes went, and the notes that tests recorded
+with `record_property` (the browser test's Run All times and screenshot folder, the offline
+install's size and time) are printed under it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["COURSE_MODELS_DIR"] = tempfile.mkdtemp(prefix="course-models-")
 
 _durations: dict[str, float] = defaultdict(float)
+_notes: list[str] = []
 _started = time.perf_counter()
 
 
@@ -39,6 +42,10 @@ def _group(nodeid: str) -> str:
         return "server conformance"
     if path == "tests/test_hygiene.py":
         return "lint and spelling"
+    if path == "tests/test_browser.py":
+        return "browser: every notebook in JupyterLab"
+    if path == "tests/test_wheelhouse.py":
+        return "offline install from a wheelhouse"
     return "unit tests"
 
 
@@ -48,6 +55,8 @@ def pytest_unconfigure(config) -> None:
 
 def pytest_runtest_logreport(report) -> None:
     _durations[_group(report.nodeid)] += report.duration
+    if report.when == "call":  # user_properties travel from xdist workers with the report
+        _notes.extend(f"{name}: {value}" for name, value in report.user_properties)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -63,6 +72,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.write_line(
         f"{'wall time of this test run':<48} {time.perf_counter() - _started:8.1f} s"
     )
+    if _notes:
+        terminalreporter.section("notes")
+        for line in sorted(_notes):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -250,7 +250,21 @@ def report(checks: list[Check]) -> str:
         f"\n{len(required) - len(failed)}/{len(required)} required checks passed"
         + (": ready." if not failed else f"; fix: {', '.join(c.name for c in failed)}.")
     )
+    lines.append(verdict(checks))
     return "\n".join(lines)
+
+
+def verdict(checks: list[Check]) -> str:
+    """One line to read from across the room: READY, or the first thing to fix.
+
+    The checks come in the order a person fixes them, so the first failure is the one to fix
+    first (a wrong Python makes every package check fail too).
+    """
+    failed = [c for c in checks if c.required and not c.ok]
+    if not failed:
+        return "READY"
+    first = failed[0]
+    return f"FIX FIRST: {first.name}: {first.fix or first.detail}"
 
 
 def main() -> int:

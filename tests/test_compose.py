@@ -248,14 +248,19 @@ def compose_command() -> list[str] | None:
     return [standalone] if standalone else None
 
 
-@pytest.mark.skipif(
-    compose_command() is None,
-    reason="the docker compose plugin (or standalone docker-compose) is not installed",
-)
 def test_docker_compose_config_accepts_the_file():
+    command = compose_command()
+    if command is None:
+        reason = (
+            "neither the docker compose plugin nor docker-compose is installed "
+            "(Debian/Ubuntu: `sudo apt-get install docker-compose`)"
+        )
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI must check the compose file, but {reason}")  # .ci/run installs it
+        pytest.skip(reason)
     env = {**os.environ, "COMPOSE_PROFILES": "embedded"}
     result = subprocess.run(
-        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        [*command, "-f", str(COMPOSE_FILE), "config"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -41,6 +41,19 @@ def test_report_counts_required_checks_only():
     text = envcheck.report(checks)
     assert "[INFO] docker" in text and "fix: do this" in text
     assert "1/2 required checks passed; fix: b." in text
+    assert text.splitlines()[-1] == "FIX FIRST: b: do this"
+
+
+def test_the_last_line_says_ready_or_the_first_thing_to_fix():
+    fine = [envcheck.Check("a", True, "fine")]
+    optional = envcheck.Check("docker", False, "absent", "optional", required=False)
+    assert envcheck.report([*fine, optional]).splitlines()[-1] == "READY"
+    broken = [
+        envcheck.Check("Python", False, "3.9.1", "install Python 3.10 to 3.13"),
+        envcheck.Check("numpy", False, "not installed", "run `make install`"),
+    ]
+    last = envcheck.report([*fine, *broken]).splitlines()[-1]
+    assert last == "FIX FIRST: Python: install Python 3.10 to 3.13"
 
 
 def test_bad_server_setting_is_a_failure(monkeypatch):
