@@ -7,9 +7,9 @@
 
 Each notebook is executed headless with the course's kernel and its default parameters, in
 course order (a later notebook finds what an earlier one made), and its wall time is rounded
-up to the next ROUND_TO seconds. That figure goes into the run-time column of the README's
-notebook table and into the notebook's own overview ("**Time to run**: about N seconds"), so
-the two always agree; a test checks they do. Without --inplace the notebooks run as copies in
+up to the next ROUND_TO seconds. That figure goes into the run-time column of the notebook
+tables of README.md and WORKSHOP.md and into the notebook's own overview ("**Time to run**:
+about N seconds"), so they always agree; a test checks they do. Without --inplace the notebooks run as copies in
 a temporary folder with a fresh, temporary models folder, and nothing but the times changes.
 Run it on a quiet machine: other work on the cores makes every notebook slower.
 """
@@ -38,6 +38,8 @@ README_ROW = re.compile(
     r"^(?P<head>\|\s*\[[^\]]*\]\(notebooks/(?P<stem>\d\d_[A-Za-z0-9_]+)\.ipynb\)\s*\|.*\|)"
     r"(?P<time>[^|]*)\|\s*$"
 )
+#: The documents whose notebook tables end in a run-time column (README.md must list every one).
+TIMED_DOCUMENTS = ("README.md", "WORKSHOP.md")
 #: The run-time sentence of a notebook's overview.
 OVERVIEW_TIME = re.compile(r"(\*\*Time to run\*\*: about )(\d+)( seconds)")
 
@@ -175,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         set_overview_time(notebook, measured[path.stem])
         nbformat.write(notebook, path)
     readme.write_text(with_readme_times(readme_text, measured))
-    print(f"Wrote the times into README.md and the overviews of {len(paths)} notebook(s).")
+    for name in TIMED_DOCUMENTS[1:]:  # their tables may list fewer notebooks than the README
+        document = config.course_root() / name
+        if document.is_file():
+            text = document.read_text()
+            listed = {stem: value for stem, value in measured.items() if stem in readme_times(text)}
+            document.write_text(with_readme_times(text, listed))
+    written = " and ".join(TIMED_DOCUMENTS)
+    print(f"Wrote the times into {written} and the overviews of {len(paths)} notebook(s).")
     return 0
 
 

@@ -155,6 +155,18 @@ def test_readme_times_are_the_overview_times(notebook):
     )
 
 
+def test_workshop_times_are_the_overview_times(notebook):
+    """The instructors' agenda lists every notebook with the same measured time."""
+    from helpers import timing
+
+    path, nb = notebook
+    told = timing.readme_times((FOLDER.parent / "WORKSHOP.md").read_text())
+    assert path.stem in told, f"WORKSHOP.md's agenda table has no row for {path.name}"
+    assert told[path.stem] == f"{timing.overview_time(nb)} s", (
+        f"WORKSHOP.md says {told[path.stem]!r} for {path.name}: run `python -m helpers.timing`"
+    )
+
+
 def test_widgets_show_something_sensible_before_the_notebook_runs(notebook):
     """Opened fresh (untrusted, no kernel), a widget's output falls back to its text or picture."""
     path, nb = notebook
