@@ -31,8 +31,9 @@ EXAMPLE_COUNT_TOTAL = ":tensorflow:serving:request_example_count_total"
 LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 
-#: Content type of the exposition text.
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Content type of the exposition text: exactly TF Serving's (http_server.cc,
+#: ProcessPrometheusRequest), with no version or charset parameter.
+CONTENT_TYPE = "text/plain"
 
 #: Request latency buckets in microseconds: TF's Exponential(10, 1.8, 33), about 10 us to 20 min.
 LATENCY_BUCKETS_US: tuple[float, ...] = tuple(10 * 1.8**i for i in range(33))

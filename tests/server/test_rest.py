@@ -524,7 +524,7 @@ def test_prometheus_metrics_after_calls(server, predict_stub):
     call(server, "POST", "/v1/models/nope:predict", {"instances": [1]})
     response = call(server, "GET", "/monitoring/prometheus/metrics")
     assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Content-Type"] == "text/plain"  # TF Serving's, exactly
     text = response.text
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
