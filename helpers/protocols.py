@@ -147,14 +147,9 @@ def rest_route(
 # ------------------------------------------------------------------------------ latency
 def time_repeated(call: Callable[[], object], count: int, warmup: int = 2) -> list[float]:
     """Seconds of each of `count` calls of `call()`, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
+    from helpers.bench import time_calls
+
+    return time_calls(call, count, warmup)
 
 
 def timed_call(route: Route, images: np.ndarray) -> tuple[float, float, float]:
