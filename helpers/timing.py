@@ -9,8 +9,9 @@ Each notebook is executed headless with the course's kernel and its default para
 course order (a later notebook finds what an earlier one made), and its wall time is rounded
 up to the next ROUND_TO seconds. That figure goes into the run-time column of the notebook
 tables of README.md and WORKSHOP.md and into the notebook's own overview ("**Time to run**:
-about N seconds"), so they always agree; a test checks they do. Without --inplace the notebooks run as copies in
-a temporary folder with a fresh, temporary models folder, and nothing but the times changes.
+about N seconds"), so they always agree; a test checks they do. Without --inplace the
+notebooks run as copies in a temporary folder with a fresh, temporary models folder, and
+nothing but the times changes.
 Run it on a quiet machine: other work on the cores makes every notebook slower.
 """
 
