@@ -172,11 +172,35 @@ def save(page, timeout_ms: float = 30_000) -> None:
     )
 
 
-def close_and_shut_down(page) -> None:
-    """File > Close and Shut Down Notebook…, confirmed: its kernel (and servers) stop."""
+#: What JupyterLab 4 itself logs when a notebook's kernel shuts down while its debugger sidebar
+#: asks that kernel for its state (the request is cancelled with the kernel). It comes from
+#: Close and Shut Down, never from a cell; any other message at that moment is still an error.
+SHUTDOWN_NOISE = re.compile(
+    r"^console: Could not restore the debugger state: Canceled future for debug_request message"
+)
+
+
+def close_and_shut_down(page, watch: PageWatch, name: str, timeout_ms: float = 30_000) -> list[str]:
+    """File > Close and Shut Down Notebook…, confirmed: its kernel (and servers) stop.
+
+    Waits until JupyterLab has no session left for the notebook `name`, and returns what the
+    browser reported meanwhile, less JupyterLab's own SHUTDOWN_NOISE.
+    """
     click_menu(page, "File", "Close and Shut Down Notebook…")
     page.locator(".jp-Dialog .jp-mod-accept").click()
     page.locator(".jp-Dialog").wait_for(state="detached")
+    page.wait_for_function(
+        """async name => {
+            const response = await fetch('/api/sessions', {credentials: 'same-origin'});
+            const sessions = await response.json();
+            return !sessions.some(session => session.path.split('/').pop() === name);
+        }""",
+        arg=name,
+        timeout=timeout_ms,
+        polling=250,
+    )
+    page.wait_for_timeout(1000)  # late console messages of the kernel that went away
+    return [error for error in watch.take() if not SHUTDOWN_NOISE.match(error)]
 
 
 def rendered_images(page) -> int:

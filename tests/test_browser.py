@@ -118,7 +118,8 @@ def test_run_all_in_jupyterlab(path, lab, browser_page, screenshots, record_prop
         assert watch.take() == [], "the browser console reported errors"
         lab.remember_children()
     finally:
-        ui.close_and_shut_down(page)
+        at_shutdown = ui.close_and_shut_down(page, watch, path.name)
+    assert at_shutdown == [], "the browser console reported errors as the kernel shut down"
 
 
 def check_outputs(notebook) -> None:
