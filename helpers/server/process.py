@@ -16,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,10 +52,67 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+#: How long a claim on a default port holds off other course processes: the server opens its
+#: ports only after its models load, so "free" alone would let two servers pick 8500 at once.
+CLAIM_SECONDS = 120.0
+
+
+def _claim_default_port(port: int) -> bool:
+    """Claim `port` for this process, unless another live course process claimed it lately.
+
+    The claim is a file created atomically (O_EXCL) in the temporary folder; a claim older than
+    CLAIM_SECONDS, or of a process that has ended, is stale and taken over.
+    """
+    path = _claim_path(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or 0)
+                age = time.time() - path.stat().st_mtime
+            except (OSError, ValueError):
+                owner, age = 0, CLAIM_SECONDS
+            if age < CLAIM_SECONDS and _is_alive(owner):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as claim:
+            claim.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _claim_path(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"course-port-{port}.claim"
+
+
+def _release_claim(port: int) -> None:
+    """Drop this process's claim on `port` (its server stopped): the next start may take it."""
+    path = _claim_path(port)
+    try:
+        if int(path.read_text() or 0) == os.getpid():
+            path.unlink(missing_ok=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _is_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _pick_port(wanted: int | None, default: int, taken: set[int]) -> int:
     if wanted is not None:
         return wanted
-    if default not in taken and port_is_free(default):
+    if default not in taken and port_is_free(default) and _claim_default_port(default):
         return default
     port = free_port()
     while port in taken:
@@ -242,6 +301,8 @@ class ServerProcess:
             except ProcessLookupError:
                 pass
         self._reader.join(timeout=2)
+        for port in (self.address.grpc_port, self.address.rest_port):
+            _release_claim(port)
         return self._process.returncode
 
     def __enter__(self) -> ServerProcess:

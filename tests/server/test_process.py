@@ -298,3 +298,20 @@ def test_config_file_is_polled_for_changes(model_store, tmp_path):
         assert any("changed: reloading" in line for line in server.log_lines())
     finally:
         server.stop()
+
+
+def test_a_claimed_default_port_is_not_picked_twice(tmp_path, monkeypatch):
+    """Two starts at once must not both choose 8500 while the first server is still loading."""
+    import tempfile
+
+    from helpers.server import process
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = process.free_port()
+    assert process._pick_port(None, port, set()) == port
+    assert process._pick_port(None, port, set()) != port  # claimed, though nothing listens yet
+    process._release_claim(port)  # what stop() does
+    assert process._pick_port(None, port, set()) == port
+    process._release_claim(port)
+    (tmp_path / f"course-port-{port}.claim").write_text("999999999")  # a process that ended
+    assert process._pick_port(None, port, set()) == port
