@@ -26,6 +26,7 @@ import lab_browser as ui
 import nbformat
 import pytest
 from lab_server import running_lab
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect, sync_playwright
 
 from helpers import drawpad, kernel
@@ -43,6 +44,9 @@ CLEAN_UP_CELL = "handle.stop()"
 RUN_ALL_TIMEOUT = 420
 #: The end of a tqdm bar: elapsed time, then `<remaining` and the rate, in square brackets.
 TQDM_LINE = re.compile(r"\[\d+:\d\d(<[^,\]]*)?, [^\]]*\]$")
+
+#: The MIME type of an ipywidgets view in a cell's output.
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = pytest.mark.browser
 
@@ -154,12 +158,25 @@ def check_plots_shown(page, notebook) -> None:
     """Every cell that calls plt.show() produced an image, and the browser shows them all."""
 
     def images(cell) -> int:
-        return sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        """Image outputs JupyterLab draws as images: a widget's PNG fallback (the drawing
+        panel's picture, for viewers without widgets) is not drawn; the widget is."""
+        return sum(
+            "image/png" in data and WIDGET_VIEW not in data
+            for data in (o.get("data", {}) for o in cell.get("outputs", []))
+        )
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     silent = [c.source.splitlines()[0] for c in code if "plt.show()" in c.source and not images(c)]
     assert not silent, f"plt.show() showed no image in the cells starting {silent}"
-    assert ui.rendered_images(page) == sum(images(cell) for cell in code)
+    expected = sum(images(cell) for cell in code)
+    ui.scroll_through_images(page)  # off-screen outputs are not drawn until seen
+    try:  # the last images may still be decoding when Run All ends
+        page.wait_for_function(
+            f"() => ({ui.RENDERED_IMAGES})() >= {expected}", timeout=15_000, polling=250
+        )
+    except PlaywrightTimeoutError:
+        pass  # the assertion below says how many the browser shows
+    assert ui.rendered_images(page) == expected
 
 
 def draw_a_seven(page, shot: Path) -> str:
