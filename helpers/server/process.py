@@ -26,6 +26,8 @@ from typing import Any
 
 from helpers import config
 
+#: What the server logs once its gRPC port (or socket) is open, as TF Serving does.
+LISTENING_LINE = "Running gRPC ModelServer at"
 #: Log lines kept from the server process (for error reports and .log_lines()).
 LOG_LINES_KEPT = 2000
 _PR_SET_PDEATHSIG = 1
@@ -211,6 +213,7 @@ class ServerProcess:
             errors="replace",
             **kwargs,
         )
+        self._listening = threading.Event()
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
         _running.add(self)
@@ -251,6 +254,8 @@ class ServerProcess:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             self._lines.append(line.rstrip("\n"))
+            if LISTENING_LINE in line:
+                self._listening.set()
 
     def log_lines(self) -> list[str]:
         """What the server has logged so far (the last LOG_LINES_KEPT lines)."""
@@ -270,22 +275,35 @@ class ServerProcess:
         Raises ServerStartError with the server's last log lines if it dies or times out.
         """
         name = model_name or self.model_name
+        deadline = time.monotonic() + timeout
+        # Until this server says it listens, whatever answers on its port is someone else's.
+        while not self._listening.wait(0.1):
+            if not self.is_running():
+                raise self._exited_before(name)
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"the model server did not open its port in {timeout:g} s. "
+                    f"Its last log lines:\n{self._tail()}"
+                )
         try:
             return wait_for_model(
                 self.grpc_target,
                 name,
                 version,
-                timeout,
+                max(deadline - time.monotonic(), 0.1),
                 credentials=self.credentials,
                 is_alive=self.is_running,
             )
         except ServerStartError:
-            raise ServerStartError(
-                f"the model server exited with code {self.returncode} before model '{name}' was "
-                f"available. Its last log lines:\n{self._tail()}"
-            ) from None
+            raise self._exited_before(name) from None
         except TimeoutError as exc:
             raise ServerStartError(f"{exc}. The server's last log lines:\n{self._tail()}") from None
+
+    def _exited_before(self, name: str) -> ServerStartError:
+        return ServerStartError(
+            f"the model server exited with code {self.returncode} before model '{name}' was "
+            f"available. Its last log lines:\n{self._tail()}"
+        )
 
     # ---------------------------------------------------------------- stopping
     def stop(self, timeout: float = 10.0) -> int | None:

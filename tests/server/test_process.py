@@ -187,6 +187,16 @@ def test_process_api_addresses_and_logs(stoppable):
     )
 
 
+def test_another_server_on_the_port_is_not_mistaken_for_ours(stoppable, model_store):
+    """A start that finds the port answered by someone else's server fails; it must never
+    report that server's model as its own."""
+    from helpers.server.process import ServerStartError, start_server
+
+    with pytest.raises(ServerStartError, match="exited with code 255"):
+        start_server(model_store / TOY, TOY, grpc_port=stoppable.grpc_port, rest_port=0)
+    assert stoppable.is_running()
+
+
 def test_graceful_stop_finishes_the_call_in_flight(stoppable):
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
