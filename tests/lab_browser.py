@@ -212,21 +212,6 @@ def rendered_images(page) -> int:
     return page.evaluate(RENDERED_IMAGES)
 
 
-def scroll_through_images(page) -> None:
-    """Bring each output image of the current notebook into view, as a learner scrolling does
-    (JupyterLab does not draw what is off screen)."""
-    page.evaluate(
-        """async () => {
-            const images = document.querySelectorAll(
-                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .jp-RenderedImage img');
-            for (const img of images) {
-                img.scrollIntoView({block: 'center'});
-                await new Promise(resolve => setTimeout(resolve, 200));
-            }
-        }"""
-    )
-
-
 #: A page function: how many of the current notebook's output images are decoded.
 RENDERED_IMAGES = """() => [...document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .jp-RenderedImage img')]

@@ -169,7 +169,6 @@ def check_plots_shown(page, notebook) -> None:
     silent = [c.source.splitlines()[0] for c in code if "plt.show()" in c.source and not images(c)]
     assert not silent, f"plt.show() showed no image in the cells starting {silent}"
     expected = sum(images(cell) for cell in code)
-    ui.scroll_through_images(page)  # off-screen outputs are not drawn until seen
     try:  # the last images may still be decoding when Run All ends
         page.wait_for_function(
             f"() => ({ui.RENDERED_IMAGES})() >= {expected}", timeout=15_000, polling=250
