@@ -44,6 +44,7 @@ from helpers.server.flags import (
     parse_flags,
     usage,
 )
+from helpers.server.process import process_alive
 from helpers.server.unix_socket import SocketPathError, check_socket_path, listen_on_unix_socket
 
 log = logging.getLogger("helpers.server")
@@ -325,7 +326,7 @@ class ModelServer:
     def _watch_parent(self) -> None:
         pid = self.flags.parent_pid
         while not self.stopping.wait(PARENT_CHECK_SECONDS):
-            if not _process_alive(pid):
+            if not process_alive(pid):
                 log.info("Parent process %d ended: stopping", pid)
                 self.request_stop()
                 return
@@ -415,31 +416,6 @@ def _read_bytes(path: str) -> bytes | None:
             return handle.read()
     except OSError:
         return None
-
-
-def _process_alive(pid: int) -> bool:
-    if os.name == "posix":
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # alive, owned by someone else
-            return True
-        try:  # Linux: an exited parent not yet reaped is a zombie, not alive
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-                return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-        except OSError:
-            return True
-    import ctypes  # Windows: ask for a handle and its exit code
-
-    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-    handle = kernel32.OpenProcess(0x1000, False, pid)
-    if not handle:
-        return False
-    code = ctypes.c_ulong()
-    kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-    kernel32.CloseHandle(handle)
-    return code.value == 259  # STILL_ACTIVE
 
 
 def main(argv: list[str] | None = None) -> int:

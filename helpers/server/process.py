@@ -75,7 +75,7 @@ def _claim_default_port(port: int) -> bool:
                 age = time.time() - path.stat().st_mtime
             except (OSError, ValueError):
                 owner, age = 0, CLAIM_SECONDS
-            if age < CLAIM_SECONDS and _is_alive(owner):
+            if age < CLAIM_SECONDS and process_alive(owner):
                 return False
             path.unlink(missing_ok=True)
             continue
@@ -99,16 +99,32 @@ def _release_claim(port: int) -> None:
         pass
 
 
-def _is_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, exited but not reaped, is not running)."""
     if pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if os.name == "posix":
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, owned by someone else
+            return True
+        try:  # Linux: an exited parent not yet reaped is a zombie, not alive
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+        except OSError:
+            return True
+    import ctypes  # Windows: ask for a handle and its exit code
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)
+    if not handle:
         return False
-    except PermissionError:
-        return True
-    return True
+    code = ctypes.c_ulong()
+    kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+    kernel32.CloseHandle(handle)
+    return code.value == 259  # STILL_ACTIVE
 
 
 def _pick_port(wanted: int | None, default: int, taken: set[int]) -> int:
