@@ -112,11 +112,13 @@ class ModelServer:
         self.health: Any = None
         self.batcher: Any = None
         self.manager: Any = None
+        self.signal_sockets: tuple[socket.socket, socket.socket] | None = None
 
     def request_stop(self) -> None:
         """Stop now, whatever the state: serving, loading, or waiting to retry a failed load.
 
-        Safe from a signal handler and from any thread; the main thread does the stopping.
+        Safe from any thread (signals reach it through _stop_on_signals' thread); the main
+        thread does the stopping.
         """
         self.stopping.set()
         manager = self.manager
@@ -446,8 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         return _startup_failed(exc.status)
 
     server = ModelServer(flags, configs)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: server.request_stop())
+    _stop_on_signals(server)
     started = time.monotonic()
     try:
         server.start()
@@ -463,6 +464,29 @@ def main(argv: list[str] | None = None) -> int:
         pass
     server.stop()
     return _exit_now(0)
+
+
+def _stop_on_signals(server: ModelServer) -> None:
+    """SIGTERM and SIGINT stop the server from a thread of their own.
+
+    A Python signal handler runs on the main thread between two bytecodes, so a handler that
+    takes a lock (Event.set does) deadlocks when a second signal lands while the first handler
+    holds it: a parent's death signal and a stop often arrive together. Here the handlers do
+    nothing; Python writes each signal's number to a socket (set_wakeup_fd, no lock taken),
+    and a thread waiting on that socket asks the server to stop.
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+
+    def watch() -> None:
+        reader.recv(1)
+        server.request_stop()
+
+    server.signal_sockets = (reader, writer)  # kept open for the life of the server
+    threading.Thread(target=watch, name="signal-watch", daemon=True).start()
 
 
 def _exit_now(code: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -325,3 +326,20 @@ def test_a_claimed_default_port_is_not_picked_twice(tmp_path, monkeypatch):
     process._release_claim(port)
     (tmp_path / f"course-port-{port}.claim").write_text("999999999")  # a process that ended
     assert process._pick_port(None, port, set()) == port
+
+
+def test_a_burst_of_stop_signals_still_stops_the_server(model_store):
+    """Several SIGTERMs at once (a parent's death signal and a stop, a user pressing Ctrl+C
+    again) must stop the server, not leave it deadlocked and holding its port."""
+    from helpers.server.process import free_port, port_is_free, start_server
+
+    server = start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+    for _ in range(50):
+        os.kill(server.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while server.is_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped_by_itself = not server.is_running()
+    server.stop()  # kills it if the signals did not stop it
+    assert stopped_by_itself and server.returncode == 0
+    assert port_is_free(server.grpc_port)
