@@ -48,6 +48,15 @@ def launch_options() -> dict:
     return {"executable_path": str(CHROMIUM), "headless": True, "args": flags}
 
 
+#: What JupyterLab 4 itself logs when a notebook's kernel goes away while its debugger sidebar
+#: asks that kernel for its state: the request is cancelled with the kernel. Close and Shut
+#: Down causes it, and it may arrive seconds later, while the next notebook runs; the course
+#: restarts no kernel, so it never comes from a cell. It is not counted as an error.
+SHUTDOWN_NOISE = re.compile(
+    r"^Could not restore the debugger state: Canceled future for debug_request message"
+)
+
+
 @dataclass
 class PageWatch:
     """Everything the browser reported that a learner would call an error."""
@@ -59,7 +68,7 @@ class PageWatch:
             "console",
             lambda message: (
                 self.console_errors.append(f"console: {message.text}")
-                if message.type == "error"
+                if message.type == "error" and not SHUTDOWN_NOISE.match(message.text)
                 else None
             ),
         )
@@ -172,19 +181,11 @@ def save(page, timeout_ms: float = 30_000) -> None:
     )
 
 
-#: What JupyterLab 4 itself logs when a notebook's kernel shuts down while its debugger sidebar
-#: asks that kernel for its state (the request is cancelled with the kernel). It comes from
-#: Close and Shut Down, never from a cell; any other message at that moment is still an error.
-SHUTDOWN_NOISE = re.compile(
-    r"^console: Could not restore the debugger state: Canceled future for debug_request message"
-)
-
-
 def close_and_shut_down(page, watch: PageWatch, name: str, timeout_ms: float = 30_000) -> list[str]:
     """File > Close and Shut Down Notebook…, confirmed: its kernel (and servers) stop.
 
     Waits until JupyterLab has no session left for the notebook `name`, and returns what the
-    browser reported meanwhile, less JupyterLab's own SHUTDOWN_NOISE.
+    browser reported meanwhile.
     """
     click_menu(page, "File", "Close and Shut Down Notebook…")
     page.locator(".jp-Dialog .jp-mod-accept").click()
@@ -200,7 +201,7 @@ def close_and_shut_down(page, watch: PageWatch, name: str, timeout_ms: float = 3
         polling=250,
     )
     page.wait_for_timeout(1000)  # late console messages of the kernel that went away
-    return [error for error in watch.take() if not SHUTDOWN_NOISE.match(error)]
+    return watch.take()
 
 
 def rendered_images(page) -> int:
