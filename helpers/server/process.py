@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -54,49 +53,36 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-#: How long a claim on a default port holds off other course processes: the server opens its
-#: ports only after its models load, so "free" alone would let two servers pick 8500 at once.
-CLAIM_SECONDS = 120.0
+#: Default ports this process has claimed for a server it started: port -> the claiming socket.
+_claims: dict[int, socket.socket] = {}
 
 
 def _claim_default_port(port: int) -> bool:
-    """Claim `port` for this process, unless another live course process claimed it lately.
+    """Claim `port` among course processes on this machine, until our server stops.
 
-    The claim is a file created atomically (O_EXCL) in the temporary folder; a claim older than
-    CLAIM_SECONDS, or of a process that has ended, is stale and taken over.
+    "Free" alone is not enough: the server opens its ports only after its models load, so two
+    notebooks starting at once would both see 8500 free. The claim is a UDP socket bound to the
+    same port number: UDP ports are apart from TCP ones, so it never blocks our own server; one
+    process at most can hold it, whatever its user or temporary folder; and the OS drops it when
+    the process ends, so a crash leaves no stale claim behind.
     """
-    path = _claim_path(port)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text() or 0)
-                age = time.time() - path.stat().st_mtime
-            except (OSError, ValueError):
-                owner, age = 0, CLAIM_SECONDS
-            if age < CLAIM_SECONDS and process_alive(owner):
-                return False
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as claim:
-            claim.write(str(os.getpid()))
-        return True
-    return False
-
-
-def _claim_path(port: int) -> Path:
-    return Path(tempfile.gettempdir()) / f"course-port-{port}.claim"
+    if port in _claims:
+        return False
+    claim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        claim.bind(("127.0.0.1", port))
+    except OSError:
+        claim.close()
+        return False
+    _claims[port] = claim
+    return True
 
 
 def _release_claim(port: int) -> None:
     """Drop this process's claim on `port` (its server stopped): the next start may take it."""
-    path = _claim_path(port)
-    try:
-        if int(path.read_text() or 0) == os.getpid():
-            path.unlink(missing_ok=True)
-    except (OSError, ValueError):
-        pass
+    claim = _claims.pop(port, None)
+    if claim is not None:
+        claim.close()
 
 
 def process_alive(pid: int) -> bool:
