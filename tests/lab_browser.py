@@ -120,6 +120,11 @@ def dialogs(page) -> list[str]:
     return [" ".join(text.split()) for text in page.locator(".jp-Dialog").all_text_contents()]
 
 
+def toasts(page) -> list[str]:
+    """The text of every notification toast on screen (news question, update offer...)."""
+    return [" ".join(text.split()) for text in page.locator(".Toastify__toast").all_text_contents()]
+
+
 def click_menu(page, menu: str, item: str) -> None:
     """Menu bar > menu > item, as a learner clicks it."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(menu)}$")).click()

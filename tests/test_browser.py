@@ -112,6 +112,8 @@ def test_run_all_in_jupyterlab(path, lab, browser_page, screenshots, record_prop
         page.screenshot(path=shot)
         record_property(f"browser {path.stem}", f"Run All {seconds:.1f} s, screenshot {shot}")
         assert ui.dialogs(page) == [], "JupyterLab showed a dialog during Run All"
+        # make install turns JupyterLab's news question and update check off (kernel.LAB_SETTINGS)
+        assert ui.toasts(page) == [], "a notification covers the notebook"
         ui.save(page)
         check_outputs(nbformat.read(lab.notebooks / path.name, as_version=4))
         check_plots_shown(page, nbformat.read(lab.notebooks / path.name, as_version=4))
