@@ -16,17 +16,14 @@ headers under them (about 50-70 bytes a packet, the same for both protocols).
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-#: Bytes read from a socket at a time.
-CHUNK = 256 * 1024
+from helpers.relay import TO_SERVER, TcpRelay, parse_address
 
 
-class ByteCounter:
+class ByteCounter(TcpRelay):
     """A TCP relay on 127.0.0.1 that forwards to `target` ("host:port") and counts bytes.
 
     `sent` counts client -> server bytes, `received` server -> client bytes, over every
@@ -34,24 +31,14 @@ class ByteCounter:
     """
 
     def __init__(self, target: str, *, host: str = "127.0.0.1") -> None:
-        server_host, _, port = target.rpartition(":")
-        if not server_host or not port.isdigit():
-            raise ValueError(f"target must be 'host:port', e.g. 'localhost:8500'; got {target!r}")
-        self.upstream = (server_host, int(port))
-        self.host = host
-        self.port = 0
+        super().__init__([parse_address(target)], host=host)
+        self.upstream = self.upstreams[0]
         self._counts = [0, 0]  # client -> server, server -> client
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
         self._last_activity = time.monotonic()
 
-    # ------------------------------------------------------------------ addresses
-    @property
-    def target(self) -> str:
-        """`127.0.0.1:PORT`: give this to `grpc.insecure_channel` instead of the server's."""
-        return f"{self.host}:{self.port}"
+    def observe(self, direction: int, data: bytes) -> None:
+        self._counts[0 if direction == TO_SERVER else 1] += len(data)
+        self._last_activity = time.monotonic()
 
     @property
     def url(self) -> str:
@@ -97,100 +84,7 @@ class ByteCounter:
         with self._lock:
             return self._counts[0], self._counts[1]
 
-    # ------------------------------------------------------------------ running
-    def start(self) -> ByteCounter:
-        """Listen on a free port (read it from `.port`) and relay in background threads."""
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind((self.host, 0))
-        listener.listen(16)
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._spawn(self._accept_loop, "relay-accept")
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every relayed connection; the port is free afterwards."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _close(sock)
-        for thread in self._threads:
-            thread.join(timeout=2)
-
-    def __enter__(self) -> ByteCounter:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         host, port = self.upstream
-        counts = f"sent={self.sent} received={self.received}"
-        return f"<ByteCounter {self.target} -> {host}:{port} {counts}>"
-
-    # ------------------------------------------------------------------ internals
-    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept_loop(self) -> None:
-        while self._listener is not None:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:  # the listener was closed: stop()
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=10)
-            except OSError:
-                _close(client)  # nothing to relay to: the client sees the connection drop
-                continue
-            server.settimeout(None)
-            for sock in (client, server):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._sockets.update((client, server))
-            self._spawn(self._relay, "relay", client, server)
-
-    def _relay(self, client: socket.socket, server: socket.socket) -> None:
-        """Relay one connection both ways; close both ends once both directions are done."""
-        down = threading.Thread(
-            target=self._pump, args=(server, client, 1), name="relay-down", daemon=True
-        )
-        down.start()
-        self._pump(client, server, 0)
-        down.join()
-        with self._lock:
-            self._sockets.difference_update((client, server))
-        _close(client)
-        _close(server)
-
-    def _pump(self, source: socket.socket, sink: socket.socket, direction: int) -> None:
-        """Copy bytes one way, counting them before they are passed on."""
-        try:
-            while True:
-                data = source.recv(CHUNK)
-                if not data:
-                    break
-                with self._lock:
-                    self._counts[direction] += len(data)
-                    self._last_activity = time.monotonic()
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                sink.shutdown(socket.SHUT_WR)  # pass the end of the stream on
-            except OSError:
-                pass
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
+        where = f"127.0.0.1:{self.port}" if self.port is not None else "not running"
+        return f"<ByteCounter {where} -> {host}:{port} sent={self.sent} received={self.received}>"

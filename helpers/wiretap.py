@@ -13,34 +13,32 @@ channel, gone on a TLS channel.
 
 from __future__ import annotations
 
-import socket
-import threading
+from helpers.relay import TO_SERVER, TcpRelay, parse_address
 
 #: Bytes every HTTP/2 connection in clear text starts with (RFC 9113, section 3.4).
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-class Wiretap:
-    """Listen on `localhost:<free port>` and relay each connection to `upstream` ("host:port")."""
+class Wiretap(TcpRelay):
+    """Listen on `localhost:<free port>` and relay each connection to `upstream` ("host:port").
+
+    It listens from the moment it is made; `close()` (or the end of a `with` block) stops it.
+    """
 
     def __init__(self, upstream: str) -> None:
-        host, sep, port = upstream.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"upstream must be 'host:port', got {upstream!r}")
-        self._upstream = (host, int(port))
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        super().__init__([parse_address(upstream, "upstream")])
         self._sent = bytearray()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._stopping = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        self.start()
+
+    def observe(self, direction: int, data: bytes) -> None:
+        if direction == TO_SERVER:
+            self._sent += data
 
     @property
     def target(self) -> str:
         """Where clients connect instead of the server: `localhost:<port>` (the name a server
         certificate for localhost matches)."""
-        return f"localhost:{self._listener.getsockname()[1]}"
+        return "localhost:" + super().target.rpartition(":")[2]
 
     def client_bytes(self) -> bytes:
         """Everything clients have sent so far, as the network carried it."""
@@ -49,51 +47,7 @@ class Wiretap:
 
     def close(self) -> None:
         """Stop listening and cut every relayed connection."""
-        self._stopping.set()
-        self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-        self._acceptor.join(timeout=2)
+        self.stop()
 
     def __enter__(self) -> Wiretap:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                downstream, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._upstream, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                downstream.close()
-                continue
-            with self._lock:
-                self._sockets += [downstream, upstream]
-            for source, sink, keep in ((downstream, upstream, True), (upstream, downstream, False)):
-                threading.Thread(target=self._pump, args=(source, sink, keep), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, keep: bool) -> None:
-        try:
-            while chunk := source.recv(65536):
-                if keep:
-                    with self._lock:
-                        self._sent += chunk
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            try:
-                sink.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+        return self  # already listening
