@@ -115,12 +115,10 @@ def check_serving_versions() -> Check:
 
 def port_holder(port: int) -> str | None:
     """Who listens on localhost:`port` ('pid 123 (python)'), 'another process', or None if free."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return None
-        except OSError:
-            pass
+    from helpers.server.process import port_is_free
+
+    if port_is_free(port, "localhost"):
+        return None
     try:
         import psutil
 

@@ -44,7 +44,7 @@ from helpers.server.flags import (
     parse_flags,
     usage,
 )
-from helpers.server.process import process_alive
+from helpers.server.process import port_is_free, process_alive
 from helpers.server.unix_socket import SocketPathError, check_socket_path, listen_on_unix_socket
 
 log = logging.getLogger("helpers.server")
@@ -146,14 +146,14 @@ class ModelServer:
             except TLSConfigError as exc:
                 raise StartupError(f"Invalid SSL config: {exc}") from None
         address = f"{flags.host}:{flags.port}"
-        if flags.port and not _port_is_free(flags.host, flags.port):  # 0: only the socket
+        if flags.port and not port_is_free(flags.port, flags.host):  # 0: only the socket
             raise StartupError(_port_taken(address))
         if flags.grpc_socket_path:
             try:
                 check_socket_path(flags.grpc_socket_path)
             except SocketPathError as exc:
                 raise StartupError(str(exc)) from None
-        if flags.rest_api_port and not _port_is_free(flags.host, flags.rest_api_port):
+        if flags.rest_api_port and not port_is_free(flags.rest_api_port, flags.host):
             raise StartupError(
                 f"could not bind the REST port {flags.host}:{flags.rest_api_port}: it is in use "
                 "by another process (choose another --rest_api_port, or 0 to disable REST)"
@@ -371,45 +371,6 @@ def _port_taken(address: str) -> str:
         f"could not bind the gRPC port {address}: it is in use by another process "
         "(stop that server or choose another --port)"
     )
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    """True if `host:port` can be bound now: nothing listens there (sharing not allowed).
-
-    SO_REUSEADDR on POSIX lets the check pass over connections of a stopped server still in
-    TIME_WAIT (gRPC binds with it too), but never over a live listener.
-
-    Every address the host name resolves to is checked: `localhost` is both 127.0.0.1 and
-    ::1, and a port held on either one is taken (a client of `localhost:PORT` may reach it).
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return False
-    if host == "localhost":  # gRPC resolves it to both, whatever /etc/hosts says
-        infos += [
-            (socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", port)),
-            (socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::1", port, 0, 0)),
-        ]
-    seen = set()
-    for family, kind, proto, _, sockaddr in infos:
-        if (family, sockaddr[:2]) in seen:
-            continue
-        seen.add((family, sockaddr[:2]))
-        try:
-            probe = socket.socket(family, kind, proto)
-        except OSError:  # no IPv6 on this machine: nothing can listen there either
-            continue
-        with probe:
-            if os.name == "posix":
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError:
-                return False
-    return True
 
 
 def _read_bytes(path: str) -> bytes | None:

@@ -37,12 +37,42 @@ class ServerStartError(RuntimeError):
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if nothing listens on `host:port` (a bind test, without SO_REUSEADDR sharing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """True if a server could listen on `host:port` now: nothing listens there.
+
+    SO_REUSEADDR on POSIX lets the check pass over connections of a stopped server still in
+    TIME_WAIT (servers bind with it, gRPC's and TF Serving's too), but never over a live
+    listener; on Windows, where it would allow taking a port over, the plain bind is tested.
+
+    Every address the host name resolves to is checked: `localhost` is both 127.0.0.1 and
+    ::1, and a port held on either one is taken (a client of `localhost:PORT` may reach it).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    if host == "localhost":  # gRPC resolves it to both, whatever /etc/hosts says
+        infos += [
+            (socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", port)),
+            (socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::1", port, 0, 0)),
+        ]
+    seen = set()
+    for family, kind, proto, _, sockaddr in infos:
+        if (family, sockaddr[:2]) in seen:
+            continue
+        seen.add((family, sockaddr[:2]))
         try:
-            sock.bind((host, port))
-        except OSError:
-            return False
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # no IPv6 on this machine: nothing can listen there either
+            continue
+        with probe:
+            if os.name == "posix":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError:
+                return False
     return True
 
 

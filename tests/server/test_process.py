@@ -368,3 +368,22 @@ def test_a_burst_of_stop_signals_still_stops_the_server(model_store):
     server.stop()  # kills it if the signals did not stop it
     assert stopped_by_itself and server.returncode == 0
     assert port_is_free(server.grpc_port)
+
+
+def test_a_port_is_free_once_nothing_listens_even_with_connections_in_time_wait():
+    """A stopped server that closed its clients' connections leaves them in TIME_WAIT on its
+    port for a minute; a new server binds over them (SO_REUSEADDR), so the port is free."""
+    from helpers.server.process import port_is_free
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    assert not port_is_free(port) and not port_is_free(port, "localhost")
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server closes first: its side of the connection enters TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    assert port_is_free(port)
+    with socket.create_server(("127.0.0.1", port)):  # what a server starting there does
+        pass
