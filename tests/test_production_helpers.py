@@ -66,17 +66,22 @@ def test_wiretap_refuses_a_target_without_a_port():
 def test_background_load_records_every_call(served_mnist, served_channel):
     import time
 
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
     from helpers.bench import predict_request
 
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(served_channel)
     request = predict_request("mnist", np.zeros((1, 28, 28, 1), np.float32))
-    with BackgroundLoad(served_channel, request, callers=2) as load:
+    with BackgroundLoad(lambda: stub.Predict(request, timeout=10), threads=2, pause=0.01) as load:
         time.sleep(0.3)
+        assert 0.3 <= load.now() < 30
     records = load.records
     assert records and load.outcomes() == {"OK": len(records)}
-    assert {r.version for r in records} == {1} and {r.caller for r in records} <= {0, 1}
+    assert {r.version for r in records} == {1}  # read from each answer's model_spec
     assert all(0 <= r.started <= r.ended for r in records)
+    assert load.outcomes(start=records[-1].started + 1) == {}
     with pytest.raises(ValueError, match="at least 1"):
-        BackgroundLoad(served_channel, request, callers=0)
+        BackgroundLoad(lambda: stub.Predict(request, timeout=10), threads=0)
 
 
 # ------------------------------------------------------------------------------ probe and deadline
@@ -135,6 +140,6 @@ def test_plots_draw_load_curves_and_a_call_timeline():
     ]
     axes = plot_load_curves({"a": rows, "b": rows}, title="t")
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 4
-    records = [CallRecord(0.1, 0.2, "OK", 1, 0), CallRecord(0.3, 0.4, "UNAVAILABLE", None, 1)]
+    records = [CallRecord(0.1, 0.2, "OK", 1), CallRecord(0.3, 0.4, "UNAVAILABLE")]
     ax = plot_call_timeline(records, [(0.25, "SIGTERM")])
     assert [t.get_text() for t in ax.get_yticklabels()] == ["failed", "version 1"]

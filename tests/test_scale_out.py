@@ -18,9 +18,10 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from helpers import balancing, client, config, replicas
+from helpers.classroom import LearnerWorkload, simulate_learners
 from helpers.l4proxy import L4Proxy, ProxyError
 from helpers.l7proxy import L7ProxyError, NginxGrpcProxy, nginx_binary
-from helpers.loadtest import BackgroundLoad, CallRecord, count_codes, simulate_learners, timed_call
+from helpers.load import BackgroundLoad, CallRecord, count_outcomes, timed_call
 from helpers.server.process import port_is_free
 
 pytest_plugins = ["served_mnist"]
@@ -206,12 +207,12 @@ def test_nginx_config_names_every_backend():
 
 
 # ------------------------------------------------------------------ load
-def test_timed_call_and_count_codes():
+def test_timed_call_and_count_outcomes():
     def fails():
         raise _Unavailable()
 
     records = [timed_call(lambda: None), timed_call(fails), timed_call(lambda: None)]
-    assert count_codes(records) == {"OK": 2, "UNAVAILABLE": 1}
+    assert count_outcomes(records) == {"OK": 2, "UNAVAILABLE": 1}
     assert all(isinstance(r, CallRecord) and r.seconds >= 0 for r in records)
 
 
@@ -231,15 +232,15 @@ def test_background_load_stops_and_returns_its_calls():
         BackgroundLoad(lambda: None, threads=0)
     with pytest.raises(ValueError, match="rate"):
         BackgroundLoad(lambda: None, rate=0)
+    with pytest.raises(ValueError, match="pause"):
+        BackgroundLoad(lambda: None, pause=-1)
 
 
 def test_simulated_learners_against_one_server(served_mnist):
     images = np.zeros((8, 28, 28, 1), np.float32)
-    from helpers.loadtest import LearnerWorkload
-
     workload = LearnerWorkload(batch_size=4, single_calls=3, timeout=10)
     records = simulate_learners(served_mnist.grpc_target, images, learners=4, workload=workload)
-    assert count_codes(records) == {"OK": 4 * 5}
+    assert count_outcomes(records) == {"OK": 4 * 5}
     assert sorted({r.kind for r in records}) == ["batch", "metadata", "predict"]
 
 

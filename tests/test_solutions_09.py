@@ -12,7 +12,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from helpers import client, config, replicas
-from helpers.loadtest import CallRecord
+from helpers.load import CallRecord
 from helpers.solutions import ex09
 
 pytest_plugins = ["served_mnist"]
@@ -65,7 +65,7 @@ def test_latency_summary():
         CallRecord(0.0, 0.010, "OK"),
         CallRecord(0.0, 0.030, "OK"),
         CallRecord(0.0, 0.500, "UNAVAILABLE"),
-        CallRecord(0.0, 0.100, "OK", "batch"),
+        CallRecord(0.0, 0.100, "OK", kind="batch"),
     ]
     summary = ex09.latency_summary(records)
     assert summary["predict"]["calls"] == 3 and summary["predict"]["errors"] == 1

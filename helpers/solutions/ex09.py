@@ -12,7 +12,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from helpers import balancing, replicas
 from helpers.l4proxy import L4Proxy
-from helpers.loadtest import CallRecord
+from helpers.load import CallRecord
 
 
 def clients_through_l4(
@@ -67,11 +67,11 @@ def latency_summary(records: Sequence[CallRecord]) -> dict[str, dict[str, float]
     summary: dict[str, dict[str, float]] = {}
     for kind in sorted({record.kind for record in records}):
         calls = [record for record in records if record.kind == kind]
-        ok_ms = np.array([r.seconds for r in calls if r.code == "OK"]) * 1e3
+        ok_ms = np.array([r.seconds for r in calls if r.outcome == "OK"]) * 1e3
         summary[kind] = {
             "calls": len(calls),
             "p50_ms": float(np.percentile(ok_ms, 50)) if len(ok_ms) else float("nan"),
             "p99_ms": float(np.percentile(ok_ms, 99)) if len(ok_ms) else float("nan"),
-            "errors": sum(record.code != "OK" for record in calls),
+            "errors": sum(record.outcome != "OK" for record in calls),
         }
     return summary
