@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from helpers import client, config
 from helpers.compare import PairedComparison, compare_predictions
@@ -148,7 +149,8 @@ def canary_first(
     request = client.make_predict_request(
         one_image, model_name, signature.input_key, label="stable"
     )
-    with BackgroundLoad(channel, request, callers=callers) as load:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with BackgroundLoad(lambda: stub.Predict(request, timeout=10), threads=callers) as load:
         both = sorted({stable, candidate})
         send(both, {"stable": stable})
         client.wait_until_available(channel, model_name, version=candidate, timeout=timeout)
