@@ -104,9 +104,13 @@ class CanaryOutcome:
     """What `canary_first` decided, and what the callers of `stable` saw meanwhile."""
 
     comparison: PairedComparison  # stable (A) against the candidate (B), on the same images
-    promoted: bool  # `stable` now points at the candidate
-    outcomes: Counter  # how the callers' calls ended: Counter({'OK': n, ...})
+    outcomes: dict[str, int]  # how the callers' calls ended: {'OK': n, ...}
     answered_by: Counter  # {version: calls it answered}
+
+    @property
+    def promoted(self) -> bool:
+        """`stable` now points at the candidate (the rule: only on "better")."""
+        return self.comparison.better
 
     @property
     def failed_calls(self) -> int:
@@ -168,7 +172,6 @@ def canary_first(
     records = load.records
     return CanaryOutcome(
         comparison=comparison,
-        promoted=comparison.better,
-        outcomes=Counter(record.outcome for record in records),
+        outcomes=load.outcomes(),
         answered_by=Counter(record.version for record in records if record.version is not None),
     )
