@@ -1,4 +1,4 @@
-"""A room of learners calling one server at once: notebook 09's classroom, and WORKSHOP.md's.
+"""A room of learners calling one server at once: notebook 10's classroom, and WORKSHOP.md's.
 
 Each simulated learner runs notebook 05's calls (metadata, one batch, single images) over a
 channel and a TCP connection of its own, as thirty laptops would, in a thread of this process

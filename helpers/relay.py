@@ -1,7 +1,7 @@
 """One TCP relay for the course's network lessons: the same bytes out as in, looked at on the way.
 
 Notebook 07 counts what a call puts on the wire (`wire.ByteCounter`), notebook 08 reads what a
-plaintext channel shows anyone on the path (`wiretap.Wiretap`), and notebook 09 balances per
+plaintext channel shows anyone on the path (`wiretap.Wiretap`), and notebook 10 balances per
 connection as a Kubernetes Service does (`l4proxy.L4Proxy`). Each is this relay with one thing
 changed: what it notes about the bytes (`observe`), or where a new connection goes
 (`choose_upstream`). Threads do the relaying, so a notebook starts and stops a relay like any

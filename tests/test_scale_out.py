@@ -1,7 +1,7 @@
 """The scale-out helpers: service configs, the L4 proxy, count sampling, load, and replicas.
 
 The pure parts run without a server. One module-scoped pair of replicas (two embedded servers
-on free ports) checks what notebook 09 relies on: the L4 proxy and pick_first put every call on
+on free ports) checks what notebook 10 relies on: the L4 proxy and pick_first put every call on
 one replica, round_robin and nginx spread them, a retryPolicy hides a killed replica.
 """
 

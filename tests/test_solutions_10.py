@@ -1,4 +1,4 @@
-"""Notebook 09's exercise solutions, against real replicas of the embedded server."""
+"""Notebook 10's exercise solutions, against real replicas of the embedded server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from helpers import client, config, replicas
 from helpers.load import CallRecord
-from helpers.solutions import ex09
+from helpers.solutions import ex10
 
 pytest_plugins = ["served_mnist"]
 
@@ -31,23 +31,23 @@ def request_proto():
 
 
 def test_equal_clients_spread_by_connection_a_busy_one_does_not(fleet, request_proto):
-    assert ex09.clients_through_l4(fleet, request_proto, [5, 5, 5, 5]) == [10, 10]
-    assert sorted(ex09.clients_through_l4(fleet, request_proto, [20, 2])) == [2, 20]
+    assert ex10.clients_through_l4(fleet, request_proto, [5, 5, 5, 5]) == [10, 10]
+    assert sorted(ex10.clients_through_l4(fleet, request_proto, [20, 2])) == [2, 20]
 
 
 def test_service_config_deadline_and_retries_on_a_dead_port():
-    parsed = json.loads(ex09.predict_service_config(deadline=1.5, max_attempts=3))
+    parsed = json.loads(ex10.predict_service_config(deadline=1.5, max_attempts=3))
     (method,) = parsed["methodConfig"]
     assert method["timeout"] == "1.5s" and method["retryPolicy"]["maxAttempts"] == 3
     with pytest.raises(ValueError, match="positive"):
-        ex09.predict_service_config(deadline=0)
+        ex10.predict_service_config(deadline=0)
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     channel = grpc.insecure_channel(
         f"127.0.0.1:{port}",
-        options=[("grpc.service_config", ex09.predict_service_config(deadline=1.0))],
+        options=[("grpc.service_config", ex10.predict_service_config(deadline=1.0))],
     )
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = client.make_predict_request(np.zeros((1, 28, 28, 1), np.float32), "mnist", "image")
@@ -67,7 +67,7 @@ def test_latency_summary():
         CallRecord(0.0, 0.500, "UNAVAILABLE"),
         CallRecord(0.0, 0.100, "OK", kind="batch"),
     ]
-    summary = ex09.latency_summary(records)
+    summary = ex10.latency_summary(records)
     assert summary["predict"]["calls"] == 3 and summary["predict"]["errors"] == 1
     assert summary["predict"]["p50_ms"] == pytest.approx(20.0)
     assert summary["batch"] == {"calls": 1, "p50_ms": 100.0, "p99_ms": 100.0, "errors": 0}

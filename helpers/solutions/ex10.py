@@ -1,4 +1,4 @@
-"""Solutions to notebook 09's exercises (scale out)."""
+"""Solutions to notebook 10's exercises (scale out)."""
 
 from __future__ import annotations
 
