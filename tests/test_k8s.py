@@ -64,7 +64,7 @@ def test_the_validator_rejects_a_broken_manifest(deployment):
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
     broken = copy.deepcopy(deployment)
-    broken["spec"]["replicas"] = "three"
+    broken["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = [1]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
@@ -185,9 +185,48 @@ def test_autoscaler_scales_the_deployment_on_cpu(deployment, serving):
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    assert (
-        hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
-    )
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert "cpu" in serving["resources"]["requests"]  # utilisation is a share of the request
+
+
+def test_a_deployment_the_autoscaler_owns_sets_no_replicas(deployment):
+    # With `replicas` in the file, every `kubectl apply` resets the count the HPA chose.
+    owned = {
+        (hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
+        for hpa in (load(name) for name in MANIFESTS)
+        if hpa["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert ("Deployment", deployment["metadata"]["name"]) in owned
+    assert "replicas" not in deployment["spec"]
+
+
+def cpus(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("2", "1.5", "500m") in CPUs."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_tensorflow_threads_match_the_cpu_limit(serving):
+    from helpers.server.flags import parse_flags
+
+    flags = parse_flags(["--model_name=mnist", "--model_base_path=/models/mnist", *serving["args"]])
+    limit = cpus(serving["resources"]["limits"]["cpu"])
+    assert limit == int(limit), "a whole number of CPUs, so the thread counts can match it"
+    # Without the flags TensorFlow sizes its pools from the node's CPUs, not from the limit.
+    assert flags.tensorflow_intra_op_parallelism == int(limit)
+    assert 1 <= flags.tensorflow_inter_op_parallelism <= int(limit)
+    assert flags.tensorflow_session_parallelism == 0  # TF Serving refuses all three at once
+
+
+def test_disruption_budget_selects_the_deployments_pods(deployment):
+    pdb = load("pdb.yaml")
+    assert (pdb["apiVersion"], pdb["kind"]) == ("policy/v1", "PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    assert selector == deployment["spec"]["selector"]["matchLabels"]
+    # A drain evicts one pod at a time, so at the HPA's minimum the others keep serving.
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    assert load("hpa.yaml")["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"]
