@@ -209,35 +209,134 @@ def latency_summary(frame):
     return table
 
 
-# ------------------------------------------------------------------------------ throughput
-def throughput(
-    route: Route, images: np.ndarray, concurrency: int, seconds: float
-) -> tuple[float, int]:
-    """Closed loop: `concurrency` threads call `route` back to back for `seconds`.
+# ------------------------------------------------------------------------------ server side
+def embedded_server_steps(
+    routes: Mapping[str, Route],
+    images: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    input_key: str = "image",
+    output_key: str = "probabilities",
+    repeats: int = 5,
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds the embedded server spends reading a request and writing its answer.
 
-    Returns (calls per second, errors). The threads share the route's channel (gRPC) or
-    hold one keep-alive session each (REST).
+    `routes` maps "gRPC" and "REST" to the routes whose request bodies are measured. The steps
+    are timed in this process with the embedded server's own functions (`helpers.server`), on
+    the very bytes each route sends:
+
+    - REST parse: the JSON body read as TF Serving reads it (`json_tensors.parse_request`; a body
+      of `json_document.PARSE_ELSEWHERE_BYTES` or more goes to a child process and comes back
+      pickled, as in the server) and turned into a float32 tensor (`predict_inputs`);
+    - REST write: the answer written as TF Serving's JSON (`predict_response`), then encoded;
+    - gRPC parse: `PredictRequest.FromString` (grpcio does this before the servicer runs) and
+      the TensorProto turned into an array (`tensors.decode`);
+    - gRPC write: the output put into a PredictResponse (`tensors.encode`, `float_val` as TF
+      Serving answers) and serialised.
+
+    Returns {"gRPC": {"parse_ms": ..., "write_ms": ...}, "REST": {...}}.
     """
-    stop_at = time.perf_counter() + seconds
+    from tensorflow.core.framework import types_pb2
+
+    from helpers.server import json_document, json_tensors, tensors
+
+    missing = {"gRPC", "REST"} - set(routes)
+    if missing:
+        raise ValueError(f"routes needs a route for each of gRPC and REST; missing: {missing}")
+    outputs = {output_key: np.asarray(probabilities, dtype=np.float32)}
+    rest_body = routes["REST"].encode(images)
+    grpc_body = routes["gRPC"].encode(images)
+
+    def rest_parse() -> None:
+        doc = json_tensors.parse_request(rest_body)
+        booleans = b"true" in rest_body or b"false" in rest_body
+        json_tensors.predict_inputs(doc, {input_key: types_pb2.DT_FLOAT}, has_booleans=booleans)
+
+    def rest_write() -> None:
+        json_tensors.predict_response(outputs, True).encode()
+
+    def grpc_parse() -> None:
+        request = predict_pb2.PredictRequest.FromString(grpc_body)
+        tensors.decode(request.inputs[input_key], input_key)
+
+    def grpc_write() -> None:
+        response = predict_pb2.PredictResponse()
+        tensors.encode(outputs[output_key], response.outputs[output_key])
+        response.SerializeToString()
+
+    steps = {
+        "REST": {"parse_ms": rest_parse, "write_ms": rest_write},
+        "gRPC": {"parse_ms": grpc_parse, "write_ms": grpc_write},
+    }
+    try:
+        return {
+            protocol: {
+                step: float(np.median(time_repeated(call, repeats))) * 1000.0
+                for step, call in calls.items()
+            }
+            for protocol, calls in steps.items()
+        }
+    finally:
+        json_document.stop_parser_process()
+
+
+# ------------------------------------------------------------------------------ throughput
+#: Calls each thread makes at least, however short the time asked for: a busy machine can spend
+#: a whole short window on one call, and a rate measured over no call says nothing.
+MIN_CALLS_PER_THREAD = 5
+
+
+def throughput(
+    route: Route,
+    images: np.ndarray,
+    concurrency: int,
+    seconds: float,
+    *,
+    min_calls: int = MIN_CALLS_PER_THREAD,
+) -> tuple[float, int]:
+    """Closed loop: `concurrency` threads call `route` back to back.
+
+    Every thread first warms its connection; then all start together and call until `seconds`
+    have passed *and* each has made at least `min_calls` calls. Returns (calls per second,
+    errors); the rate counts successful calls only. The threads share the route's channel
+    (gRPC) or hold one keep-alive session each (REST).
+    """
+    if concurrency < 1 or min_calls < 1:
+        raise ValueError(
+            f"concurrency ({concurrency}) and min_calls ({min_calls}) must be at least 1"
+        )
     counts = [0] * concurrency
     errors = [0] * concurrency
+    window: dict[str, float] = {}
+
+    def start_clock() -> None:  # run once, when every thread is warm, before any is released
+        window["started"] = time.perf_counter()
+        window["stop_at"] = window["started"] + seconds
+
+    warmed = threading.Barrier(concurrency, action=start_clock)
 
     def worker(slot: int) -> None:
-        route(images)  # warm this thread's connection
-        while time.perf_counter() < stop_at:
+        try:
+            route(images)  # warm this thread's connection, outside the timed window
+        except (grpc.RpcError, rest_client.RestError, OSError):
+            errors[slot] += 1
+        finally:
+            warmed.wait()
+        made = 0  # calls made in the timed window, answered or failed
+        while made < min_calls or time.perf_counter() < window["stop_at"]:
+            made += 1
             try:
                 route(images)
                 counts[slot] += 1
             except (grpc.RpcError, rest_client.RestError, OSError):
                 errors[slot] += 1
 
-    started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - window["started"]
     return sum(counts) / elapsed, sum(errors)
 
 
@@ -246,6 +345,8 @@ def throughput_table(
     images: np.ndarray,
     concurrencies: Sequence[int] = (1, 4, 16),
     seconds: float = 1.0,
+    *,
+    min_calls: int = MIN_CALLS_PER_THREAD,
 ):
     """Calls per second of each route at each concurrency (routes alternate at each level)."""
     import pandas as pd
@@ -253,7 +354,7 @@ def throughput_table(
     rows = []
     for concurrency in concurrencies:
         for route in routes:
-            rate, errors = throughput(route, images, concurrency, seconds)
+            rate, errors = throughput(route, images, concurrency, seconds, min_calls=min_calls)
             rows.append((route.name, concurrency, rate, rate * len(images), errors))
     return pd.DataFrame(
         rows, columns=["route", "concurrency", "calls_per_s", "images_per_s", "errors"]
@@ -302,6 +403,7 @@ __all__ = [
     "timed_call",
     "interleaved_latency",
     "latency_summary",
+    "embedded_server_steps",
     "throughput",
     "throughput_table",
     "message_sizes",

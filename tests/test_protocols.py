@@ -118,3 +118,42 @@ def test_bytes_variant_answers_like_the_float_model(served_mnist, tmp_path):
     np.testing.assert_array_equal(from_png, expected)
     with pytest.raises(FileNotFoundError, match="No SavedModel"):
         export.export_bytes_variant(tmp_path / "missing" / "1", base_dir=tmp_path)
+
+
+def _local_route(send) -> protocols.Route:
+    """A route that never leaves this process: its send is the function given."""
+    return protocols.Route("local", lambda x: b"request", send, lambda answer: np.zeros(1))
+
+
+def test_throughput_counts_at_least_min_calls_whatever_the_time():
+    calls = []
+    route = _local_route(lambda payload: calls.append(payload) or b"answer")
+    rate, errors = protocols.throughput(route, _images(1), concurrency=3, seconds=0.0, min_calls=4)
+    assert rate > 0 and errors == 0
+    assert len(calls) >= 3 + 3 * 4  # a warm-up call per thread, then four timed calls each
+
+
+def test_throughput_counts_failures_as_errors_not_calls():
+    def refuse(payload):
+        raise OSError("connection refused")
+
+    rate, errors = protocols.throughput(
+        _local_route(refuse), _images(1), concurrency=2, seconds=0.0, min_calls=3
+    )
+    assert rate == 0 and errors == 2 + 2 * 3
+    with pytest.raises(ValueError, match="at least 1"):
+        protocols.throughput(_local_route(refuse), _images(1), concurrency=0, seconds=0.1)
+
+
+def test_embedded_server_steps_times_both_protocols_on_the_routes_bytes():
+    x = _images(2)
+    with grpc.insecure_channel("localhost:1") as channel:  # nothing is sent: only encode runs
+        routes = {
+            "gRPC": protocols.grpc_route(channel, config.MODEL_NAME),
+            "REST": protocols.rest_route("http://localhost:1", config.MODEL_NAME),
+        }
+        steps = protocols.embedded_server_steps(routes, x, np.full((2, 10), 0.1), repeats=2)
+    assert set(steps) == {"gRPC", "REST"}
+    assert all(ms > 0 for step in steps.values() for ms in step.values())
+    with pytest.raises(ValueError, match="REST"):
+        protocols.embedded_server_steps({"gRPC": routes["gRPC"]}, x, np.zeros((2, 10)))
