@@ -44,6 +44,39 @@ def test_retry_does_not_retry_a_wrong_request(served_channel):
     assert client.decode_tensor(reply.outputs["probabilities"]).shape == (2, 10)
 
 
+class FailingStub:
+    """A stub whose every Predict fails with `code`, counting the calls and the time they got."""
+
+    def __init__(self, code):
+        self.code, self.timeouts = code, []
+
+    def Predict(self, request, timeout):  # noqa: N802 - the RPC's name
+        self.timeouts.append(timeout)
+        error = grpc.RpcError()
+        error.code = lambda: self.code
+        raise error
+
+
+def test_retry_leaves_deadline_exceeded_alone():
+    stub = FailingStub(grpc.StatusCode.DEADLINE_EXCEEDED)
+    with pytest.raises(grpc.RpcError) as caught:
+        ex05.predict_with_retry(stub, None, attempts=3, timeout=1.0, pause=0.01)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(stub.timeouts) == 1  # its time is spent: no second attempt
+
+
+def test_retries_share_one_deadline():
+    stub = FailingStub(grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.RpcError):
+        ex05.predict_with_retry(stub, None, attempts=5, timeout=1.0, pause=0.3)
+    # Pauses of 0.3 s, 0.6 s, 1.2 s: at most two of them fit in the 1 s deadline, however slow
+    # the machine, and each attempt gets only what is left of that one deadline.
+    pauses = [0.3 * 2**n for n in range(len(stub.timeouts))]
+    assert 1 <= len(stub.timeouts) <= 3
+    for attempt, timeout in enumerate(stub.timeouts):
+        assert 0 < timeout <= 1.0 - sum(pauses[:attempt])
+
+
 def test_concurrent_predictions_keep_their_order(served_channel):
     images = np.random.default_rng(0).integers(0, 256, size=(150, 28, 28), dtype=np.uint8)
     together = ex05.predict_concurrently(served_channel, images, batch_size=32, max_workers=4)
