@@ -26,11 +26,14 @@ PY_VERSION ?=
 FROM ?=
 PIP_SOURCE := $(if $(FROM),--no-index --find-links $(FROM))
 
-.PHONY: lab test install check bench wheelhouse clean help
+.PHONY: lab test test-fast test-nbval test-loaded install check bench wheelhouse clean help
 
 help:
 	@echo "make lab      start JupyterLab on the notebooks (installs on first use)"
 	@echo "make test     run the whole test suite: lint, unit tests, server conformance, notebooks"
+	@echo "make test-fast   unit and server tests only (no notebooks, browser or offline install)"
+	@echo "make test-nbval  every notebook through nbval (the output check, without a browser)"
+	@echo "make test-loaded the notebook and timing-sensitive tests, RUNS times, beside two busy processes"
 	@echo "make check    pre-flight check of this machine (instructors: run it on every laptop)"
 	@echo "make bench    measure the embedded server (latency, throughput, cold start)"
 	@echo "make wheelhouse  every pinned package in ./wheelhouse, for installing without internet"
@@ -57,6 +60,21 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# For contributors, while changing helpers/: everything but the slow tiers.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebook and not browser and not offline_install" $(PYTEST_ARGS)
+
+# What the browser test checks after its Run All, through nbval: each notebook with its default
+# parameters, the `# NBVAL_CHECK_OUTPUT` cells compared with their stored outputs.
+test-nbval: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with \
+		tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks $(PYTEST_ARGS)
+
+# The proof that no assertion depends on an idle machine (tests/under_load.py).
+RUNS ?= 5
+test-loaded: $(STAMP)
+	$(BIN)/python tests/under_load.py --runs $(RUNS) -- $(PYTEST_ARGS)
 
 # Ends with one line, READY or FIX FIRST: ..., and nothing after it (make's own "Error 1" line
 # would push it off the end); scripts that need the exit code run `python -m helpers.envcheck`.

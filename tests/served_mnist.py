@@ -1,8 +1,10 @@
 """A trained MNIST model served by the embedded server, for the client-side tests.
 
-Imported by the test modules that need it (`from served_mnist import served_mnist`). The model
-is trained once per test worker (a quick dense network on the offline digits, a few seconds)
-and each test module gets its own server on free ports, so modules never disturb each other.
+Imported by the test modules that need it (`pytest_plugins = ["served_mnist"]`). The model is
+trained once per test worker (a quick dense network on the offline digits, a few seconds).
+`served_mnist` is one server per worker that every module shares: tests may call it, open and
+close their own channels and read its files, but never reconfigure, reload or stop it. A test
+that changes what a server serves takes `private_served_mnist`, a server of its module's own.
 """
 
 from __future__ import annotations
@@ -34,17 +36,36 @@ def copy_model(source: Path, base_path: Path, versions: tuple[int, ...]) -> Path
     return base_path
 
 
-@pytest.fixture(scope="module")
-def served_mnist(tmp_path_factory) -> Iterator[object]:
-    """A running embedded server for `mnist` (version 1 only), on ports nobody else uses."""
+def _start(base_dir: Path) -> object:
+    """The embedded server for `mnist` (version 1 only), on ports nobody else uses."""
     from helpers.server.process import free_port, start_server
 
     source = trained_version(config.models_dir() / "client-tests")
-    base_path = copy_model(source, tmp_path_factory.mktemp("served") / config.MODEL_NAME, (1,))
+    base_path = copy_model(source, base_dir / config.MODEL_NAME, (1,))
     handle = start_server(
         base_path, config.MODEL_NAME, grpc_port=free_port(), rest_port=free_port(), timeout=120
     )
     handle.base_path = base_path
+    return handle
+
+
+#: This worker's shared, read-only server, started by the first module that asks for it.
+_shared: list[object] = []
+
+
+@pytest.fixture(scope="module")
+def served_mnist(tmp_path_factory, pytestconfig) -> object:
+    """The worker's shared server (read-only: see the module's docstring)."""
+    if not _shared or not _shared[0].is_running():
+        _shared[:] = [_start(tmp_path_factory.mktemp("served-shared"))]
+        pytestconfig.add_cleanup(_shared[0].stop)  # when this worker's session ends
+    return _shared[0]
+
+
+@pytest.fixture(scope="module")
+def private_served_mnist(tmp_path_factory) -> Iterator[object]:
+    """A server of this module's own, for tests that reconfigure or stop it."""
+    handle = _start(tmp_path_factory.mktemp("served"))
     yield handle
     handle.stop()
 

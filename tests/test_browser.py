@@ -1,6 +1,9 @@
 """Every notebook in JupyterLab, in a real browser, the way a learner meets the course.
 
-nbval and papermill prove the code runs; they never open JupyterLab. Here `make lab` starts
+This is each notebook's one run with its default parameters in a test run (papermill runs it
+again with small ones). After Run All the saved notebook must reproduce the stored outputs of
+its `# NBVAL_CHECK_OUTPUT` cells, compared as nbval compares them (tests/notebook_outputs.py).
+Papermill never opens JupyterLab either. Here `make lab` starts
 JupyterLab on a temporary copy of the notebooks, and Chromium opens each `NN_*.ipynb` from the
 file browser: its kernel must be the course kernel, chosen without a "Select Kernel" dialog;
 Run > Run All Cells must finish with no error output, nothing on stderr but progress bars, no
@@ -26,6 +29,7 @@ import lab_browser as ui
 import nbformat
 import pytest
 from lab_server import running_lab
+from notebook_outputs import output_differences
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect, sync_playwright
 
@@ -115,8 +119,11 @@ def test_run_all_in_jupyterlab(path, lab, browser_page, screenshots, record_prop
         # make install turns JupyterLab's news question and update check off (kernel.LAB_SETTINGS)
         assert ui.toasts(page) == [], "a notification covers the notebook"
         ui.save(page)
-        check_outputs(nbformat.read(lab.notebooks / path.name, as_version=4))
-        check_plots_shown(page, nbformat.read(lab.notebooks / path.name, as_version=4))
+        executed = nbformat.read(lab.notebooks / path.name, as_version=4)
+        check_outputs(executed)
+        differences = output_differences(nbformat.read(path, as_version=4), executed)
+        assert not differences, "\n".join(differences)
+        check_plots_shown(page, executed)
         if path.stem == DRAWING_NOTEBOOK:
             answer = draw_a_seven(page, screenshots / f"{path.stem}-drawn.png")
             record_property(f"browser {path.stem} drawing", f"drawn 7, the panel says: {answer}")

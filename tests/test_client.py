@@ -387,22 +387,23 @@ def test_small_receive_limit_and_its_fix(served_mnist, test_digits):
         small.close()
 
 
-def test_reload_config_moves_labels_and_reports_refusals(served_mnist, served_channel):
-    base = str(served_mnist.base_path)
+def test_reload_config_moves_labels_and_reports_refusals(private_served_mnist):
+    base = str(private_served_mnist.base_path)
     labelled = client.build_model_config("mnist", base, versions=[1], labels={"stable": 1})
-    client.reload_config(served_channel, labelled)
-    spec_version = client.get_signatures(served_channel, "mnist", label="stable")
-    assert spec_version["serving_default"].version == 1
-    with pytest.raises((client.ReloadError, grpc.RpcError)) as caught:
-        client.reload_config(
-            served_channel,
-            client.build_model_config("mnist", base, versions=[1], labels={"canary": 5}),
+    with client.open_channel(private_served_mnist.grpc_target) as channel:
+        client.reload_config(channel, labelled)
+        spec_version = client.get_signatures(channel, "mnist", label="stable")
+        assert spec_version["serving_default"].version == 1
+        with pytest.raises((client.ReloadError, grpc.RpcError)) as caught:
+            client.reload_config(
+                channel,
+                client.build_model_config("mnist", base, versions=[1], labels={"canary": 5}),
+            )
+        assert "not currently available" in str(
+            caught.value.details() if isinstance(caught.value, grpc.RpcError) else caught.value
         )
-    assert "not currently available" in str(
-        caught.value.details() if isinstance(caught.value, grpc.RpcError) else caught.value
-    )
-    client.reload_config(served_channel, client.build_model_config("mnist", base))
-    assert client.wait_until_available(served_channel, "mnist", timeout=30) == 1
+        client.reload_config(channel, client.build_model_config("mnist", base))
+        assert client.wait_until_available(channel, "mnist", timeout=30) == 1
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,9 @@ def offline_environment() -> dict[str, str]:
         https_proxy=DEAD_PROXY,
         NO_PROXY="",
         no_proxy="",
+        # Compiling every module to bytecode proves nothing about where the packages came
+        # from (Python compiles on import), and TensorFlow alone has thousands: skip it.
+        PIP_NO_COMPILE="1",
     )
     return env
 
