@@ -180,7 +180,7 @@ class ModelServer:
         from helpers.server.batching import Batcher, BatchingOptions
         from helpers.server.errors import ServingError
         from helpers.server.grpc_service import add_services
-        from helpers.server.models import ManagerOptions, ModelManager
+        from helpers.server.models import ManagerOptions, ServerCore
         from helpers.server.session_threads import apply_session_threads
 
         apply_session_threads(flags)
@@ -202,7 +202,7 @@ class ModelServer:
             enable_signature_method_name_check=flags.enable_signature_method_name_check,
             on_load=self._attach_batcher if self.batcher is not None else None,
         )
-        self.manager = ModelManager(manager_options, on_change=self._on_availability)
+        self.manager = ServerCore(manager_options, on_change=self._on_availability)
         if self.stopping.is_set():  # a stop that came while TensorFlow was being imported
             raise StoppedDuringStartup()
         names = add_services(server, self.manager)

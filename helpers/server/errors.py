@@ -5,8 +5,9 @@ Every failure a client can cause becomes a `ServingError` carrying the gRPC code
 exact message TensorFlow Serving would send, so the gRPC and REST front ends (and the course's
 error lesson) see the same thing from the embedded server and from the real one.
 `to_serving_error` is the single place that turns any other exception (a TensorFlow `OpError`,
-an `OSError` from a model folder, a timeout, a bug) into one; both front ends and the model
-loader call it.
+an `OSError` from a model folder, a timeout, a bug) into one; the call path both front ends
+share (`calls`) and the model loader call it. Messages are kept whole; the gRPC front end
+alone cuts them at 1,024 characters (`truncate`), as TF Serving's gRPC port does.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.Statu
 
 
 def truncate(message: str) -> str:
-    """Cut a message the way TF Serving does before it goes on the wire."""
+    """Cut a message the way TF Serving's gRPC port does (ToGRPCStatus); REST never cuts."""
     if len(message) > MESSAGE_LIMIT:
         return message[:MESSAGE_LIMIT] + "...TRUNCATED"
     return message
@@ -72,7 +73,8 @@ class ServingError(Exception):
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         self.code = code
-        self.message = truncate(message)
+        #: The whole message: only the gRPC front end cuts it (`truncate`), as TF Serving does.
+        self.message = message
         super().__init__(self.message)
 
     @property

@@ -1,20 +1,18 @@
-"""TF Serving's gRPC services (PredictionService, ModelService) over a ModelManager.
+"""TF Serving's gRPC services (PredictionService, ModelService) over a ServerCore.
 
 Each handler follows the matching TF Serving implementation step by step (prediction_service_impl,
 predict_util, get_model_metadata_impl, classifier/regressor, multi_inference, model_service_impl),
-so validation happens in the same order and fails with the same code and message. Errors go out
-through `context.abort`, never as a Python traceback; every call is counted in the metrics.
-
-Predict, Classify, Regress and MultiInference pass the call's deadline to TensorFlow as the
-Session run's timeout, as TF Serving does with its default `enforce_session_run_timeout`
-(prediction_service_impl.cc, DeadlineToTimeoutMillis): an over-deadline run is cancelled by
-TensorFlow and its worker thread serves the next call.
+so validation happens in the same order and fails with the same code and message. Each call
+runs on the call path it shares with REST (`calls`): the call's deadline becomes the Session
+run's timeout, as TF Serving does with its default `enforce_session_run_timeout`
+(prediction_service_impl.cc, DeadlineToTimeoutMillis), errors map to TF Serving's status and
+the metrics count the call once. Errors go out through `context.abort`, never as a Python
+traceback, cut at 1,024 characters as TF Serving's gRPC port cuts them.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +32,9 @@ from tensorflow_serving.apis import (
 )
 
 from helpers.server import tensors
-from helpers.server.errors import invalid_argument, to_serving_error
-from helpers.server.models import ModelManager
+from helpers.server.calls import Calls, Deadline, Target
+from helpers.server.errors import ServingError, invalid_argument, truncate
+from helpers.server.models import ServerCore
 from helpers.server.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger("helpers.server")
@@ -43,169 +42,120 @@ log = logging.getLogger("helpers.server")
 SIGNATURE_DEF = "signature_def"
 
 
-def _record(model_name: str, api: str, code: grpc.StatusCode, seconds: float) -> None:
-    """Count the call in the Prometheus metrics (helpers.server.metrics)."""
-    try:
-        from helpers.server import metrics
-    except ImportError:  # metrics not installed: counting is optional
-        return
-    try:
-        metrics.record_request(model_name, api, "GRPC", code.name, seconds)
-    except Exception:  # noqa: BLE001 - metrics must never fail a call
-        log.exception("Recording metrics failed")
-
-
-def _record_examples(model_name: str, count: int) -> None:
-    """Count the tf.Examples of a Classify/Regress/MultiInference call, as TF Serving does."""
-    try:
-        from helpers.server import metrics
-
-        metrics.record_example_count(model_name, count)
-    except Exception:  # noqa: BLE001 - metrics must never fail a call
-        pass
-
-
 def timeout_in_ms(context: Any) -> int:
     """RunOptions.timeout_in_ms for a call: the milliseconds left before its gRPC deadline.
 
-    0 (no timeout) when the client set no deadline. TF Serving computes the same number
-    (DeadlineToTimeoutMillis); where its value would be zero or negative (the deadline already
-    passed while the call was queued) TensorFlow would run without a timeout, so the embedded
-    server uses 1 ms instead: a call nobody waits for never occupies a worker.
+    0 (no timeout) when the client set no deadline; see `calls.Deadline.timeout_in_ms`.
     """
-    remaining = context.time_remaining()
-    if remaining is None or remaining > 2**31 / 1000:
-        return 0
-    return max(1, int(remaining * 1000))
+    return Deadline.of_grpc(context).timeout_in_ms()
 
 
-def _handle(api: str, model_name_of: Callable[[Any], str]):
-    """Wrap a handler: map every error to a status (errors.to_serving_error), record metrics."""
-
-    def decorate(method):
-        def wrapper(self, request, context):
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                return method(self, request, context)
-            except Exception as exc:  # noqa: BLE001 - never leak a traceback to the client
-                if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
-                    raise
-                error = to_serving_error(exc)
-                code = error.code
-                context.abort(error.code, error.message)
-            finally:
-                _record(model_name_of(request), api, code, time.perf_counter() - started)
-
-        wrapper.__name__ = method.__name__
-        wrapper.__doc__ = method.__doc__
-        return wrapper
-
-    return decorate
+def _answer(context: Any, calls: Calls, api: str, model_name: str, work: Callable[[], Any]) -> Any:
+    """Run `work` on the one call path; a failure aborts the call with TF Serving's status,
+    its message cut at 1,024 characters as on TF Serving's gRPC port (grpc_status_util.cc)."""
+    try:
+        return calls.serve(api, model_name, work)
+    except ServingError as error:
+        context.abort(error.code, truncate(error.message))
 
 
 def _spec_name(request: Any) -> str:
     return request.model_spec.name
 
 
-def _first_task_name(request: inference_pb2.MultiInferenceRequest) -> str:
-    return request.tasks[0].model_spec.name if request.tasks else ""
+def _require_spec(request: Any) -> Target:
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    return Target.of_spec(request.model_spec)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, manager: ModelManager) -> None:
-        self.manager = manager
+    def __init__(self, core: ServerCore, serving_metrics: Any = None) -> None:
+        self.core = core
+        self.calls = Calls(core, "GRPC", serving_metrics)
 
-    @_handle("predict", _spec_name)
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        servable = self.manager.servable_for_spec(request.model_spec)
-        outputs = servable.run(
-            request.model_spec.signature_name,
-            request.inputs,
-            list(request.output_filter),
-            timeout_in_ms=timeout_in_ms(context),
-        )
-        response = predict_pb2.PredictResponse()
-        spec = response.model_spec
-        spec.name = request.model_spec.name
-        spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        spec.version.value = servable.version
-        for alias, value in outputs.items():
-            tensors.encode(value, response.outputs[alias])
-        return response
+        def work() -> predict_pb2.PredictResponse:
+            target = _require_spec(request)
+            servable, outputs = self.calls.predict(
+                target,
+                request.inputs,
+                list(request.output_filter),
+                deadline=Deadline.of_grpc(context),
+            )
+            response = predict_pb2.PredictResponse()
+            _echo_spec(response.model_spec, request.model_spec, servable.version)
+            for alias, value in outputs.items():
+                tensors.encode(value, response.outputs[alias])
+            return response
 
-    @_handle("get_model_metadata", _spec_name)
+        return _answer(context, self.calls, "predict", _spec_name(request), work)
+
     def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        if not request.metadata_field:
-            raise invalid_argument(
-                "GetModelMetadataRequest must specify at least one metadata_field"
-            )
-        for metadata_field in request.metadata_field:
-            if metadata_field != SIGNATURE_DEF:
-                raise invalid_argument(f"Metadata field {metadata_field} is not supported")
-        servable = self.manager.servable_for_spec(request.model_spec)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature in servable.signature_defs.items():
-            signature_map.signature_def[key].CopyFrom(signature)
-        response.metadata[SIGNATURE_DEF].Pack(signature_map)
-        return response
+        def work() -> get_model_metadata_pb2.GetModelMetadataResponse:
+            target = _require_spec(request)
+            if not request.metadata_field:
+                raise invalid_argument(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for metadata_field in request.metadata_field:
+                if metadata_field != SIGNATURE_DEF:
+                    raise invalid_argument(f"Metadata field {metadata_field} is not supported")
+            servable = self.calls.servable(target)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in servable.signature_defs.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+            response.metadata[SIGNATURE_DEF].Pack(signature_map)
+            return response
 
-    @_handle("classify", _spec_name)
+        return _answer(context, self.calls, "get_model_metadata", _spec_name(request), work)
+
     def Classify(
         self, request: classification_pb2.ClassificationRequest, context
     ) -> classification_pb2.ClassificationResponse:
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        servable = self.manager.servable_for_spec(request.model_spec)
-        result = servable.classify(
-            request.model_spec.signature_name, request.input, timeout_in_ms=timeout_in_ms(context)
-        )
-        _record_examples(request.model_spec.name, len(result.classifications))
-        response = classification_pb2.ClassificationResponse(result=result)
-        _echo_spec(response.model_spec, request.model_spec, servable.version)
-        return response
+        def work() -> classification_pb2.ClassificationResponse:
+            target = _require_spec(request)
+            servable, result = self.calls.classify(
+                target, request.input, deadline=Deadline.of_grpc(context)
+            )
+            response = classification_pb2.ClassificationResponse(result=result)
+            _echo_spec(response.model_spec, request.model_spec, servable.version)
+            return response
 
-    @_handle("regress", _spec_name)
+        return _answer(context, self.calls, "classify", _spec_name(request), work)
+
     def Regress(
         self, request: regression_pb2.RegressionRequest, context
     ) -> regression_pb2.RegressionResponse:
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        servable = self.manager.servable_for_spec(request.model_spec)
-        result = servable.regress(
-            request.model_spec.signature_name, request.input, timeout_in_ms=timeout_in_ms(context)
-        )
-        _record_examples(request.model_spec.name, len(result.regressions))
-        response = regression_pb2.RegressionResponse(result=result)
-        _echo_spec(response.model_spec, request.model_spec, servable.version)
-        return response
+        def work() -> regression_pb2.RegressionResponse:
+            target = _require_spec(request)
+            servable, result = self.calls.regress(
+                target, request.input, deadline=Deadline.of_grpc(context)
+            )
+            response = regression_pb2.RegressionResponse(result=result)
+            _echo_spec(response.model_spec, request.model_spec, servable.version)
+            return response
 
-    @_handle("multi_inference", _first_task_name)
+        return _answer(context, self.calls, "regress", _spec_name(request), work)
+
     def MultiInference(
         self, request: inference_pb2.MultiInferenceRequest, context
     ) -> inference_pb2.MultiInferenceResponse:
-        spec = request.tasks[0].model_spec if request.tasks else None
-        if spec is None:
-            from tensorflow_serving.apis import model_pb2
-
-            spec = model_pb2.ModelSpec()
-        servable = self.manager.servable_for_spec(spec)
-        response = servable.multi_inference(request, timeout_in_ms=timeout_in_ms(context))
-        kind = request.input.WhichOneof("kind")
-        examples = getattr(request.input, kind).examples if kind else ()
-        _record_examples(spec.name, len(examples))
-        return response
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return _answer(
+            context,
+            self.calls,
+            "multi_inference",
+            name,
+            lambda: self.calls.multi_inference(request, deadline=Deadline.of_grpc(context)),
+        )
 
 
 def _echo_spec(target, spec, version: int) -> None:
@@ -218,19 +168,23 @@ def _echo_spec(target, spec, version: int) -> None:
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
-    def __init__(self, manager: ModelManager) -> None:
-        self.manager = manager
+    def __init__(self, core: ServerCore, serving_metrics: Any = None) -> None:
+        self.core = core
+        self.calls = Calls(core, "GRPC", serving_metrics)
 
-    @_handle("get_model_status", _spec_name)
     def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        spec = request.model_spec
-        # TF Serving looks at the version only; a version_label is ignored here.
-        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
-        return self.manager.status(spec.name, version=version)
+        def work() -> get_model_status_pb2.GetModelStatusResponse:
+            if not request.HasField("model_spec"):
+                raise invalid_argument("Missing ModelSpec")
+            spec = request.model_spec
+            # TF Serving looks at the version only; a version_label is ignored here.
+            choice = spec.WhichOneof("version_choice")
+            version = spec.version.value if choice == "version" else None
+            return self.core.status(spec.name, version=version)
+
+        return _answer(context, self.calls, "get_model_status", _spec_name(request), work)
 
     def HandleReloadConfigRequest(
         self, request: model_management_pb2.ReloadConfigRequest, context
@@ -246,22 +200,23 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                     entry.model_platform,
                 )
         try:
-            self.manager.reload_config(config)
-        except Exception as exc:  # noqa: BLE001 - report, don't leak a traceback
-            error = to_serving_error(exc)
+            self.calls.serve("reload_config", "", lambda: self.core.reload_config(config))
+        except ServingError as error:
             log.error("ReloadConfig failed: %s", error.message)
-            context.abort(error.code, error.message)
+            context.abort(error.code, truncate(error.message))
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response
 
 
-def add_services(server: grpc.Server, manager: ModelManager) -> list[str]:
+def add_services(server: grpc.Server, core: ServerCore, serving_metrics: Any = None) -> list[str]:
     """Register both services; returns their full names (for reflection)."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager), server
+        PredictionService(core, serving_metrics), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(core, serving_metrics), server
+    )
     # The *_pb2 service modules register the service descriptors that reflection serves.
     return [
         prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,

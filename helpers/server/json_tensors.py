@@ -21,9 +21,9 @@ import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from helpers.client import DTYPE_TO_NUMPY
 from helpers.server import json_document
 from helpers.server.errors import ServingError
+from helpers.tensor_codec import DTYPE_TO_NUMPY
 
 #: The request keys TF Serving reads.
 SIGNATURE_KEY = "signature_name"
@@ -69,10 +69,7 @@ def rest_error(code: grpc.StatusCode, message: str) -> ServingError:
     """An error with its whole message: TF Serving cuts details only on gRPC
     (grpc_status_util.cc); its REST front end writes the whole status message
     (MakeJsonFromStatus)."""
-    error = ServingError(code, message)
-    error.message = message
-    error.args = (message,)
-    return error
+    return ServingError(code, message)
 
 
 def _invalid(message: str) -> ServingError:

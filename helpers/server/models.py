@@ -1,7 +1,7 @@
 """The model side of the server: TF Serving's ServerCore, over the parts it is made of.
 
-`ModelManager` is what the gRPC and REST front ends talk to. It plays ServerCore
-(model_servers/server_core.cc) and delegates to the components TF Serving has:
+`ServerCore` is what the gRPC and REST front ends talk to (through `calls`). Like TF Serving's
+ServerCore (model_servers/server_core.cc) it delegates to the components TF Serving has:
 
 - `storage_path_source.FileSystemStoragePathSource` lists each base path and applies the
   version policy (which versions *should* serve);
@@ -55,7 +55,7 @@ from helpers.server.storage_path_source import (
 
 log = logging.getLogger("helpers.server")
 
-__all__ = ["ManagerOptions", "ModelManager", "Stopped", "VersionState", "servable_id"]
+__all__ = ["ManagerOptions", "ServerCore", "Stopped", "VersionState", "servable_id"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _record_load(path: str, ok: bool, seconds: float) -> None:
         pass
 
 
-class ModelManager:
+class ServerCore:
     """ServerCore: configs, labels, waits and lookups over the source, manager and monitor."""
 
     def __init__(

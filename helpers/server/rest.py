@@ -26,7 +26,6 @@ import asyncio
 import logging
 import os
 import re
-import resource
 import threading
 import time
 import zlib
@@ -39,7 +38,13 @@ import grpc
 from aiohttp import web
 
 from helpers.server import json_document, json_tensors, metrics
-from helpers.server.errors import ServingError, first_line
+from helpers.server.calls import NO_DEADLINE, Calls, Deadline, Target
+from helpers.server.errors import (
+    SESSION_RUN_TIMEOUT_MESSAGE,
+    ServingError,
+    deadline_exceeded,
+    to_serving_error,
+)
 
 log = logging.getLogger("helpers.server.rest")
 
@@ -67,13 +72,36 @@ MAX_INFLATED_BYTES = 100 * 1024 * 1024
 #: included) and seconds a request may take to send its body; then it is closed / answered 408.
 IDLE_TIMEOUT_S = 30.0
 BODY_TIMEOUT_S = 60.0
+
+
 #: Open connections the REST port accepts at once; more are closed on arrival, so slow or idle
 #: clients can never use up the process's file descriptors (which gRPC needs too).
-MAX_CONNECTIONS = max(16, min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+def _max_connections() -> int:
+    """A quarter of the process's file-descriptor limit, between 16 and 1024.
+
+    `resource` exists on POSIX only; on Windows (no such limit to read) the answer is 256.
+    """
+    try:
+        import resource
+    except ImportError:
+        return 256
+    try:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 256
+    if soft_limit == resource.RLIM_INFINITY or soft_limit <= 0:
+        return 1024
+    return max(16, min(1024, soft_limit // 4))
+
+
+MAX_CONNECTIONS = _max_connections()
 #: A version in a path is an int64: more digits than this cannot be one.
 _MAX_VERSION_DIGITS = 19
 #: Message of a Session run cut by --rest_api_timeout_in_ms (TensorFlow's DirectSession).
-TIMEOUT_MESSAGE = "Timed out waiting for notification"
+TIMEOUT_MESSAGE = SESSION_RUN_TIMEOUT_MESSAGE
+#: Seconds past --rest_api_timeout_in_ms after which a call still busy outside TensorFlow
+#: (TensorFlow itself stops at the deadline) is answered 504 without waiting for it.
+BACKSTOP_S = 1.0
 _INT64_MAX = 2**63 - 1
 #: The Content-Type of every REST answer, exactly as TF Serving writes it.
 JSON_CONTENT_TYPE = "application/json"
@@ -178,57 +206,62 @@ def metadata_json(servable: Any) -> str:
 class RestApi:
     """The request handling, independent of the HTTP server: Route + body -> JSON text.
 
-    Every method runs in a worker thread (it parses JSON and runs the model).
+    Every method runs in a worker thread (it parses JSON and runs the model), on the call path
+    it shares with gRPC (`calls`): the deadline reaches the Session run, errors map to TF
+    Serving's status and the metrics count the call, once.
     """
 
-    def __init__(self, manager: Any, serving_metrics: metrics.ServingMetrics) -> None:
-        self.manager = manager
+    def __init__(self, core: Any, serving_metrics: metrics.ServingMetrics) -> None:
+        self.core = core
         self.metrics = serving_metrics
+        self.calls = Calls(core, "REST", serving_metrics)
 
-    def handle(self, route: Route, body: bytes) -> str:
-        """Answer one request, in TF Serving's order of checks (JSON first, then the model)."""
+    def handle(self, route: Route, body: bytes, deadline: Deadline = NO_DEADLINE) -> str:
+        """Answer one request (raises ServingError), counted once in the metrics."""
+        return self.calls.serve(
+            _METRICS_API[route.kind],
+            route.model_name,
+            lambda: self._answer(route, body, deadline),
+        )
+
+    def _answer(self, route: Route, body: bytes, deadline: Deadline) -> str:
+        """TF Serving's order of checks: JSON first, then the model."""
         if route.kind == "status":
             # TF Serving's GetModelStatus looks at the version only; a label in the path is ignored.
-            return status_json(self.manager.status(route.model_name, route.version, None))
+            return status_json(self.core.status(route.model_name, route.version, None))
+        target = Target(route.model_name, route.version, route.label)
         if route.kind == "metadata":
-            servable = self.manager.servable(route.model_name, route.version, route.label)
-            return metadata_json(servable)
+            return metadata_json(self.calls.servable(target))
         doc = json_tensors.parse_request(body)
-        signature_name = json_tensors.signature_name_of(doc)
+        target = Target(
+            route.model_name, route.version, route.label, json_tensors.signature_name_of(doc)
+        )
         if route.kind == "predict":
-            return self._predict(route, doc, signature_name, body)
+            return self._predict(target, doc, body, deadline)
         request_input = json_tensors.examples_input(doc)
-        servable = self.manager.servable(route.model_name, route.version, route.label)
-        examples = request_input.WhichOneof("kind")
-        count = len(getattr(request_input, examples).examples) if examples else 0
-        self.metrics.record_example_count(route.model_name, count)
         if route.kind == "classify":
-            return json_tensors.classify_response(servable.classify(signature_name, request_input))
-        return json_tensors.regress_response(servable.regress(signature_name, request_input))
+            _, result = self.calls.classify(target, request_input, deadline=deadline)
+            return json_tensors.classify_response(result)
+        _, result = self.calls.regress(target, request_input, deadline=deadline)
+        return json_tensors.regress_response(result)
 
-    def _predict(self, route: Route, doc: dict, signature_name: str, body: bytes) -> str:
-        servable = self.manager.servable(route.model_name, route.version, route.label)
-        key = signature_name or DEFAULT_SIGNATURE
+    def _predict(self, target: Target, doc: dict, body: bytes, deadline: Deadline) -> str:
+        servable = self.calls.servable(target)
+        key = target.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_defs.get(key)
         if signature is None:
             raise _invalid(f'Serving signature name: "{key}" not found in signature def')
         input_types = {alias: info.dtype for alias, info in signature.inputs.items()}
         if not input_types:
-            raise _invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
+            raise _invalid(
+                f"Failed to get input map for signature: {target.signature_name or 'DEFAULT'}"
+            )
         has_booleans = b"true" in body or b"false" in body
         inputs, row_format = json_tensors.predict_inputs(
             doc, input_types, has_booleans=has_booleans
         )
-        outputs = servable.run(signature_name, inputs)
+        _, outputs = self.calls.predict(target, inputs, deadline=deadline, servable=servable)
         return json_tensors.predict_response(outputs, row_format)
-
-
-def _as_serving_error(exc: BaseException) -> ServingError:
-    """Anything unexpected becomes a one-line INTERNAL error (the traceback goes to the log)."""
-    if isinstance(exc, ServingError):
-        return exc
-    log.error("REST request failed unexpectedly", exc_info=exc)
-    return ServingError(grpc.StatusCode.INTERNAL, first_line(f"{type(exc).__name__}: {exc}"))
 
 
 class RestServer:
@@ -236,7 +269,7 @@ class RestServer:
 
     def __init__(
         self,
-        manager: Any,
+        core: Any,
         host: str,
         port: int,
         *,
@@ -253,13 +286,14 @@ class RestServer:
         self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.requested_port = port
-        self.timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
+        self.timeout_ms = timeout_ms if timeout_ms and timeout_ms > 0 else None
+        self.timeout = self.timeout_ms / 1000 if self.timeout_ms else None
         self.monitoring_path = monitoring_path
         self.metrics = serving_metrics or metrics.default_metrics()
-        model_names = getattr(manager, "model_names", None)
+        model_names = getattr(core, "model_names", None)
         if model_names is not None:
             self.metrics.label_models_by(model_names)
-        self.api = RestApi(manager, self.metrics)
+        self.api = RestApi(core, self.metrics)
         # TF Serving's default: --rest_api_num_threads = 4 x the number of cores.
         workers = num_threads or 4 * (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-worker")
@@ -377,7 +411,7 @@ class RestServer:
             response = self._error_response(err)
             response.force_close()  # the rest of the body is not read
             return response
-        started = time.perf_counter()
+        started = time.monotonic()
         try:
             route = parse_route(request.method, path)
         except ServingError as err:
@@ -388,30 +422,26 @@ class RestServer:
                 body = await loop.run_in_executor(self._executor, inflate, body)
         except ServingError as err:
             return self._error_response(err)
+        inference = route.kind in ("predict", "classify", "regress")
+        # --rest_api_timeout_in_ms bounds the Session run (RunOptions.timeout_in_ms, as in
+        # http_rest_api_handler.cc); it is counted from here, so time spent queued for a worker
+        # or parsing JSON is part of it and the worker is free again by the deadline.
+        deadline = Deadline.after_ms(self.timeout_ms if inference else None, start=started)
+        call = loop.run_in_executor(self._executor, self.api.handle, route, body, deadline)
         try:
-            call = loop.run_in_executor(self._executor, self.api.handle, route, body)
-            timeout = self.timeout if route.kind in ("predict", "classify", "regress") else None
-            text = await asyncio.wait_for(call, timeout)
+            # The answer comes from the call itself (TensorFlow stops the run at the deadline).
+            # Past the deadline by BACKSTOP_S, work that is not a Session run (JSON, for one) is
+            # still going: the client gets its 504 now; the call is counted when it ends.
+            backstop = None if deadline.at is None else self.timeout + BACKSTOP_S
+            text = await asyncio.wait_for(asyncio.shield(call), backstop)
         except asyncio.TimeoutError:
-            error = ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, TIMEOUT_MESSAGE)
+            error = deadline_exceeded()
+        except ServingError as exc:
+            error = exc
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON error
-            error = _as_serving_error(exc)
+            error = to_serving_error(exc)
         else:
-            self.metrics.record_request(
-                route.model_name,
-                _METRICS_API[route.kind],
-                "REST",
-                "OK",
-                time.perf_counter() - started,
-            )
             return _json_response(text, 200)
-        self.metrics.record_request(
-            route.model_name,
-            _METRICS_API[route.kind],
-            "REST",
-            error.code.name,
-            time.perf_counter() - started,
-        )
         return self._error_response(error)
 
     @staticmethod
@@ -497,7 +527,7 @@ def _json_response(text: str, status: int) -> web.Response:
 
 
 def start_rest_server(
-    manager: Any,
+    core: Any,
     host: str,
     port: int,
     *,
@@ -507,14 +537,14 @@ def start_rest_server(
     serving_metrics: metrics.ServingMetrics | None = None,
     **limits: Any,
 ) -> RestServer:
-    """Start the REST API for `manager` on host:port (0 = a free port; see `.port`).
+    """Start the REST API for a ServerCore `core` on host:port (0 = a free port; see `.port`).
 
     Returns a running `RestServer`; `.stop()` shuts it down gracefully. A port that cannot be
     bound raises OSError here, before the caller reports the server as ready. `limits`:
     `idle_timeout`, `body_timeout` (seconds) and `max_connections` (see RestServer).
     """
     return RestServer(
-        manager,
+        core,
         host,
         port,
         timeout_ms=timeout_ms,

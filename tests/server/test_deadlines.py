@@ -1,5 +1,7 @@
-"""Deadlines reach TensorFlow: the gRPC deadline becomes the Session run's timeout, as in TF
-Serving (prediction_service_impl.cc), so an over-deadline run stops and frees its worker."""
+"""Deadlines reach TensorFlow on both ports: the gRPC deadline (prediction_service_impl.cc) and
+--rest_api_timeout_in_ms (http_rest_api_handler.cc) become the Session run's timeout, as in TF
+Serving, so an over-deadline run stops and frees its worker. Both go through one call path
+(helpers.server.calls), which also counts each call once in the metrics."""
 
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ FOREVER = np.array(2**31 - 1, np.int32)
 def toy_manager(model_store):
     """An in-process model manager serving the toy model."""
     from helpers.server.config_files import single_model_config
-    from helpers.server.models import ManagerOptions, ModelManager
+    from helpers.server.models import ManagerOptions, ServerCore
 
-    manager = ModelManager(ManagerOptions(file_system_poll_wait_seconds=0))
+    manager = ServerCore(ManagerOptions(file_system_poll_wait_seconds=0))
     manager.start(single_model_config(TOY, str(model_store / TOY)))
     yield manager
     manager.close()
@@ -77,5 +79,119 @@ def test_timeout_in_ms_follows_the_context():
             return self.remaining
 
     assert timeout_in_ms(Context(None)) == 0  # no deadline: no timeout
-    assert timeout_in_ms(Context(2.5)) == 2500
+    assert 2400 < timeout_in_ms(Context(2.5)) <= 2500  # what is left, never more
     assert timeout_in_ms(Context(-1.0)) == 1  # already late: stop at once, never run unbounded
+    assert timeout_in_ms(Context(1e9)) == 0  # beyond int32 milliseconds: no timeout
+
+
+def test_a_rest_deadline_counts_from_the_request():
+    from helpers.server.calls import Deadline
+
+    start = time.monotonic()
+    assert Deadline.after_ms(None).timeout_in_ms() == 0
+    assert Deadline.after_ms(0).timeout_in_ms() == 0
+    assert 0 < Deadline.after_ms(1000, start=start).timeout_in_ms() <= 1000
+    assert Deadline.after_ms(1000, start=start - 5).timeout_in_ms() == 1  # queued too long
+
+
+def _count(serving_metrics, model: str, status: str) -> float:
+    from helpers.server.metrics import REQUEST_COUNT
+
+    for family in serving_metrics.collect():
+        for sample in family.samples:
+            if sample.name == REQUEST_COUNT and sample.labels == {
+                "model_name": model,
+                "status": status,
+            }:
+                return sample.value
+    return 0.0
+
+
+def test_a_rest_timeout_stops_tensorflow_and_frees_the_only_worker(toy_manager):
+    """--rest_api_timeout_in_ms stops the Session run itself, not only the wait for it.
+
+    One REST worker, two calls that would spin for hours (the second waits in the queue):
+    both answer 504 with TensorFlow's message; then a quick call is served by that same worker
+    (impossible unless both runs stopped), and the process spends almost no CPU after the
+    deadline. A busy machine can only lower the CPU this process gets, never raise it, so the
+    CPU check cannot fail for a stopped run.
+    """
+    import requests
+
+    from helpers.server.metrics import ServingMetrics
+    from helpers.server.rest import start_rest_server
+
+    timeout_s = 1.0
+    serving_metrics = ServingMetrics()
+    rest = start_rest_server(
+        toy_manager,
+        "127.0.0.1",
+        0,
+        timeout_ms=int(timeout_s * 1000),
+        num_threads=1,
+        serving_metrics=serving_metrics,
+    )
+    url = f"http://127.0.0.1:{rest.port}/v1/models/{TOY}:predict"
+    spin = {"signature_name": "spin", "inputs": {"n": int(FOREVER)}}
+    try:
+        cpu_started = time.process_time()
+        started = time.monotonic()
+        with futures.ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(lambda _: requests.post(url, json=spin, timeout=60), [0, 1]))
+        answered = time.monotonic()
+        cpu_answered = time.process_time()
+        for reply in replies:
+            assert (reply.status_code, reply.json()) == (
+                504,
+                {"error": SESSION_RUN_TIMEOUT_MESSAGE},
+            )
+        quick = requests.post(url, json={"inputs": {"x": [1.0]}}, timeout=60)
+        assert (quick.status_code, quick.json()) == (200, {"outputs": [3.0]})
+        quiet_started, cpu_quiet_started = time.monotonic(), time.process_time()
+        time.sleep(timeout_s)
+        cpu_after = time.process_time() - cpu_quiet_started
+        quiet = time.monotonic() - quiet_started
+        print(
+            f"504s answered {answered - started - timeout_s:+.3f} s after the deadline; "
+            f"CPU during the run {cpu_answered - cpu_started:.2f} s, "
+            f"after it {cpu_after:.3f} s in {quiet:.2f} s"
+        )
+        # A run still spinning would use about one core for the whole quiet second.
+        assert cpu_after < 0.2 * quiet
+        # Each call counted once, with the status its client saw.
+        assert _count(serving_metrics, TOY, "DEADLINE_EXCEEDED") == 2
+        assert _count(serving_metrics, TOY, "OK") == 1
+    finally:
+        rest.stop()
+
+
+def test_queued_grpc_calls_are_counted_once(toy_manager):
+    """The gRPC front end counts each call once too, on the metrics it was given."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from helpers.server.grpc_service import add_services
+    from helpers.server.metrics import ServingMetrics
+
+    serving_metrics = ServingMetrics()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    add_services(server, toy_manager, serving_metrics)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            slow = predict_request({"n": FOREVER}, name=TOY, signature="spin")
+            with futures.ThreadPoolExecutor(2) as pool:
+                errors = list(pool.map(lambda _: rpc_error(stub.Predict, slow, timeout=1), [0, 1]))
+            assert [e.code() for e in errors] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+            quick = predict_request({"x": np.array([1.0], np.float32)}, name=TOY)
+            stub.Predict(quick, timeout=60)
+            missing = predict_request({"x": np.array([1.0], np.float32)}, name="nope")
+            assert rpc_error(stub.Predict, missing).code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop(0)
+    assert _count(serving_metrics, TOY, "OK") == 1
+    # A call the client gave up on may end after its client saw DEADLINE_EXCEEDED; it still
+    # counts once (DEADLINE_EXCEEDED from TensorFlow's own timeout).
+    assert _count(serving_metrics, TOY, "DEADLINE_EXCEEDED") == 2
+    assert _count(serving_metrics, "nope", "NOT_FOUND") == 1

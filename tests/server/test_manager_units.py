@@ -11,7 +11,7 @@ import grpc
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
-from helpers.server.models import ManagerOptions, ModelManager
+from helpers.server.models import ManagerOptions, ServerCore
 from helpers.server.state_monitor import AVAILABLE, END, LOADING
 from helpers.server.storage_path_source import (
     ServableToMonitor,
@@ -46,8 +46,8 @@ def test_only_int64_folders_are_versions(tmp_path):
     assert sorted(list_version_folders(servable)) == [1, 2]
 
 
-class FakeLoadingManager(ModelManager):
-    """ModelManager whose loads are scripted by model name instead of reading SavedModels."""
+class FakeLoadingManager(ServerCore):
+    """ServerCore whose loads are scripted by model name instead of reading SavedModels."""
 
     def __init__(self, options: ManagerOptions) -> None:
         super().__init__(options)
@@ -86,7 +86,7 @@ def _config(root: Path, *names: str) -> model_server_config_pb2.ModelServerConfi
     return config
 
 
-def _state(manager: ModelManager, name: str) -> int:
+def _state(manager: ServerCore, name: str) -> int:
     return manager.status(name).model_version_status[0].state
 
 
@@ -213,7 +213,7 @@ def test_odd_version_folders_are_ignored_by_a_real_server_core(model_store, tmp_
     base = tmp_path / TOY
     for name in ("1", "99999999999999999999", "²", "٢"):
         shutil.copytree(model_store / TOY / "1", base / name)
-    manager = ModelManager(ManagerOptions(file_system_poll_wait_seconds=0))
+    manager = ServerCore(ManagerOptions(file_system_poll_wait_seconds=0))
     try:
         manager.start(single_model_config(TOY, str(base)))
         assert manager.servable(TOY).version == 1

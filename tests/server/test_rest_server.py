@@ -19,7 +19,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
-from helpers.server.errors import ServingError
+from helpers.server.errors import ServingError, deadline_exceeded
 from helpers.server.metrics import ServingMetrics
 from helpers.server.rest import Route, parse_route, start_rest_server
 
@@ -35,15 +35,20 @@ class FakeServable:
         signature.outputs["y"].dtype = types_pb2.DT_FLOAT
         self.signature_defs = {"serving_default": signature}
 
-    def run(self, signature_name, inputs, output_filter=()):
+    def run(self, signature_name, inputs, output_filter=(), *, timeout_in_ms=0):
+        """Like a Session run with RunOptions.timeout_in_ms: stops at the timeout."""
         x = inputs["x"]
         if x.size and x.min() < 0:
-            time.sleep(float(-x.min()))
+            seconds = float(-x.min())
+            if 0 < timeout_in_ms < seconds * 1000:
+                time.sleep(timeout_in_ms / 1000)
+                raise deadline_exceeded()
+            time.sleep(seconds)
         return {"y": 2 * x}
 
 
 class FakeManager:
-    """The ModelManager surface rest.py uses."""
+    """The ServerCore surface rest.py uses."""
 
     def __init__(self) -> None:
         self.fake = FakeServable()

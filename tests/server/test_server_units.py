@@ -6,6 +6,9 @@ the wire.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import grpc
 import numpy as np
 import pytest
@@ -66,6 +69,8 @@ def test_errors_keep_the_first_line_and_truncate():
     assert first_line("Bad shape\n\t [[{{node x}}]]") == "Bad shape"
     long = "x" * 2000
     assert truncate(long) == "x" * 1024 + "...TRUNCATED"
+    # The error keeps the whole text: only the gRPC front end cuts it (REST never does).
+    assert ServingError(grpc.StatusCode.INVALID_ARGUMENT, long).message == long
     error = ServingError(grpc.StatusCode.NOT_FOUND, "gone")
     assert (str(error), error.http_status, error.code_name) == ("gone", 404, "NOT_FOUND")
     assert ServingError(grpc.StatusCode.FAILED_PRECONDITION, "x").http_status == 400
@@ -237,3 +242,17 @@ def test_warmup_requests_file_is_replayed_and_a_bad_one_fails(model_store, tmp_p
     _warmup_file(bad, predict_request({"x": np.ones(2, np.float64)}, name="toy"))
     with pytest.raises(ServingError, match="Expects arg\\[0\\] to be float but double"):
         Servable("toy", 1, str(bad)).warm_up()
+
+
+def test_the_server_imports_where_resource_does_not_exist():
+    """Windows has no `resource` module: the server must import (and size REST) without it."""
+    code = (
+        "import sys; sys.modules['resource'] = None\n"
+        "import helpers.server.rest as rest, helpers.server.app, helpers.server.grpc_service\n"
+        "print(rest.MAX_CONNECTIONS)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "256"
