@@ -10,6 +10,8 @@ object while its own event loop is busy.
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
 import threading
 from collections import Counter
@@ -22,6 +24,13 @@ CHUNK_BYTES = 256 * 1024
 CONNECT_TIMEOUT = 5.0
 #: `observe`'s direction for bytes from the client to the server, and back.
 TO_SERVER, TO_CLIENT = 0, 1
+#: Seconds the accept loop waits after running out of file descriptors (or memory) before it
+#: tries again: the first pause, doubled on each failure in a row up to the last.
+ACCEPT_BACKOFF = (0.01, 1.0)
+#: accept() errors that mean "out of a resource for now": wait, then accept again.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+log = logging.getLogger("helpers.relay")
 
 
 class RelayError(RuntimeError):
@@ -52,6 +61,7 @@ class TcpRelay:
         self._requested_port = port
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._connections: Counter[str] = Counter()
@@ -79,6 +89,7 @@ class TcpRelay:
                 f"cannot listen on {self.host}:{self._requested_port}: {exc.strerror or exc}"
             ) from None
         listener.listen(64)
+        self._stopping.clear()
         self._listener = listener
         self.port = listener.getsockname()[1]
         self._spawn(self._accept_loop, "relay-accept")
@@ -89,6 +100,7 @@ class TcpRelay:
         listener, self._listener = self._listener, None
         if listener is None:
             return
+        self._stopping.set()
         _close(listener)  # shutdown() first: on Linux, close() alone leaves accept() waiting
         with self._lock:
             sockets = list(self._sockets)
@@ -132,11 +144,33 @@ class TcpRelay:
         self._threads.append(thread)
 
     def _accept_loop(self) -> None:
+        """Accept until stop(). Running out of file descriptors (a flood of idle clients) is
+        logged, waited out with a growing pause, and survived: the relay accepts again as soon
+        as connections close."""
+        pause = 0.0
         while (listener := self._listener) is not None:
             try:
                 downstream, _ = listener.accept()
-            except OSError:  # the listener was closed: stop()
-                return
+            except OSError as exc:
+                if self._stopping.is_set() or self._listener is not listener:
+                    return  # the listener was closed: stop()
+                if exc.errno not in _EXHAUSTED:
+                    # ECONNABORTED and the like: that one client is gone, the port is fine.
+                    log.debug("%r: accept failed (%s); accepting again", self, exc)
+                    continue
+                if not pause:
+                    log.warning(
+                        "%r cannot accept a connection: %s. Waiting for connections to close "
+                        "(raise the limit with `ulimit -n`, or close idle clients).",
+                        self,
+                        exc.strerror or exc,
+                    )
+                pause = min(ACCEPT_BACKOFF[1], pause * 2 or ACCEPT_BACKOFF[0])
+                self._stopping.wait(pause)
+                continue
+            if pause:
+                log.warning("%r accepts connections again", self)
+                pause = 0.0
             host, port = self.choose_upstream()
             name = f"{host}:{port}"
             try:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -189,6 +192,62 @@ def test_l4_proxy_counts_a_backend_that_refuses(echo_servers):
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as conn:
             assert conn.recv(10) == b""  # closed at once, as a dead endpoint would
         assert proxy.failed_connections() == {f"127.0.0.1:{dead}": 1}
+
+
+_PROXY_WITH_FEW_FDS = """
+import logging, resource, sys
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from helpers.l4proxy import L4Proxy
+proxy = L4Proxy([("127.0.0.1", int(sys.argv[1]))]).start()
+print(proxy.port, flush=True)
+sys.stdin.read()
+proxy.stop()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the fd limit is set with POSIX `resource`")
+def test_l4_proxy_survives_running_out_of_file_descriptors(echo_servers):
+    """More idle clients than the proxy has file descriptors: it logs, waits, and accepts
+    again once they leave (its accept loop used to end for good on EMFILE)."""
+    proxy = subprocess.Popen(
+        [sys.executable, "-c", _PROXY_WITH_FEW_FDS, str(echo_servers[0][1])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log_lines: list[str] = []
+    threading.Thread(target=lambda: log_lines.extend(proxy.stderr), daemon=True).start()
+    idle: list[socket.socket] = []
+    try:
+        port = int(proxy.stdout.readline())
+        for _ in range(50):  # two descriptors a relayed connection: far more than 64 in all
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        deadline = time.monotonic() + 60
+        while not any("cannot accept" in line for line in log_lines):
+            assert time.monotonic() < deadline, f"no warning logged: {log_lines}"
+            time.sleep(0.05)
+        assert "Too many open files" in "".join(log_lines)
+        for sock in idle:
+            sock.close()
+        idle.clear()
+        target = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # the proxy frees its descriptors as the relays see the clients leave
+            try:
+                assert _ask(target, 2) == [b"a", b"a"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"never accepted again: {log_lines}"
+                time.sleep(0.1)
+        assert proxy.poll() is None  # still running
+    finally:
+        for sock in idle:
+            sock.close()
+        proxy.stdin.close()
+        proxy.wait(timeout=30)
+    assert any("accepts connections again" in line for line in log_lines)
 
 
 @pytest.mark.parametrize("backend", ["nohost", "host:port", 42, ()])
