@@ -144,7 +144,7 @@ class ModelServer:
             try:
                 credentials = server_credentials(self.configs["ssl"])
             except TLSConfigError as exc:
-                raise StartupError(f"Invalid SSL config: {exc}") from None
+                raise StartupError(f"INVALID_ARGUMENT: Invalid SSL config: {exc}") from None
         address = f"{flags.host}:{flags.port}"
         if flags.port and not port_is_free(flags.port, flags.host):  # 0: only the socket
             raise StartupError(_port_taken(address))
@@ -152,7 +152,7 @@ class ModelServer:
             try:
                 check_socket_path(flags.grpc_socket_path)
             except SocketPathError as exc:
-                raise StartupError(str(exc)) from None
+                raise StartupError(f"INVALID_ARGUMENT: {exc}") from None
         if flags.rest_api_port and not port_is_free(flags.rest_api_port, flags.host):
             raise StartupError(
                 f"could not bind the REST port {flags.host}:{flags.rest_api_port}: it is in use "
@@ -243,12 +243,12 @@ class ModelServer:
         except RuntimeError:
             bound = 0
         if not bound:
-            raise StartupError(_port_taken(address))
+            raise StartupError(_bind_failure(flags, address, credentials))
         if flags.grpc_socket_path:
             try:
                 listen_on_unix_socket(server, flags.grpc_socket_path, credentials)
             except SocketPathError as exc:
-                raise StartupError(str(exc)) from None
+                raise StartupError(f"INVALID_ARGUMENT: {exc}") from None
         self._start_rest()  # before gRPC: a client that sees gRPC answer finds REST up too
         server.start()
         tls = " (TLS)" if credentials is not None else ""
@@ -364,6 +364,19 @@ def _startup_failed(status: str) -> int:
     """End a failed start-up as tensorflow_model_server does: one stdout line, status 255."""
     print(f"Failed to start server. Error: {status}", flush=True)
     return STARTUP_FAILURE_STATUS
+
+
+def _bind_failure(flags: Flags, address: str, credentials: Any) -> str:
+    """Why gRPC could not open its port, as far as can be told (gRPC itself says nothing)."""
+    if not port_is_free(flags.port, flags.host):
+        return _port_taken(address)
+    cause = (
+        "gRPC refused the TLS key or certificate of --ssl_config_file"
+        if credentials is not None
+        else f"gRPC could not listen on {address} (is --host an address of this machine?)"
+    )
+    # TF Serving's own words for this (server.cc), then the cause.
+    return f"INVALID_ARGUMENT: Failed to BuildAndStart gRPC server: {cause}"
 
 
 def _port_taken(address: str) -> str:

@@ -13,9 +13,14 @@ import logging
 import os
 import socket
 import stat
+import sys
 from typing import Any
 
 log = logging.getLogger("helpers.server")
+
+#: Longest UNIX socket path in bytes: `sockaddr_un.sun_path` holds 108 bytes on Linux and 104
+#: on macOS and the BSDs, one of them the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
 
 
 class SocketPathError(RuntimeError):
@@ -24,6 +29,13 @@ class SocketPathError(RuntimeError):
 
 def check_socket_path(path: str) -> None:
     """Refuse, before any model loads, a path the server could not listen on."""
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathError(
+            f"could not listen on the UNIX socket {path}: the path is {size} bytes long and a "
+            f"UNIX socket path holds at most {MAX_SOCKET_PATH_BYTES} (choose a shorter "
+            "--grpc_socket_path, e.g. in /tmp)"
+        )
     folder = os.path.dirname(os.path.abspath(path)) or "/"
     if not os.path.isdir(folder):
         raise SocketPathError(
@@ -64,7 +76,12 @@ def listen_on_unix_socket(server: Any, path: str, credentials: Any) -> None:
     except RuntimeError:
         bound = 0
     if not bound:
+        folder = os.path.dirname(os.path.abspath(path)) or "/"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            cause = f"the folder {folder} is not writable"
+        else:
+            cause = "gRPC refused the path"
         raise SocketPathError(
-            f"could not listen on the UNIX socket {path}: its folder must be writable "
-            "(or choose another --grpc_socket_path)"
+            f"could not listen on the UNIX socket {path}: {cause} "
+            "(choose another --grpc_socket_path)"
         )

@@ -103,6 +103,69 @@ def test_missing_ssl_config_file_fails(tmp_path):
     )
 
 
+def _ssl_file(folder, server_key: bytes, server_cert: bytes) -> Path:
+    from helpers.certificates import Identity, ssl_config_text
+
+    return write(folder / "ssl.config", ssl_config_text(Identity(server_key, server_cert)))
+
+
+@pytest.mark.parametrize(
+    "spoil, cause",
+    [
+        (
+            lambda key, cert, other: (
+                b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+                cert,
+            ),
+            "SSLConfig server_key is not a usable PEM private key",
+        ),
+        (
+            lambda key, cert, other: (key, cert.replace(b"M", b"x", 40)),
+            "SSLConfig server_cert is not a PEM certificate",
+        ),
+        (
+            lambda key, cert, other: (other, cert),
+            "SSLConfig server_key does not belong to server_cert",
+        ),
+    ],
+    ids=["key-not-pem", "cert-corrupt", "key-of-another-cert"],
+)
+def test_a_bad_tls_key_or_certificate_is_named_as_such(model_store, tmp_path, spoil, cause):
+    """Not "port in use" (the port is free): the field and what is wrong with it."""
+    from helpers.certificates import issue, make_ca
+    from helpers.server.process import free_port
+
+    ca = make_ca()
+    good = issue(ca, "localhost", dns_names=["localhost"])
+    other = issue(ca, "localhost", dns_names=["localhost"])
+    config = _ssl_file(tmp_path, *spoil(good.key, good.certificate, other.key))
+    port = free_port()
+    result = _run_server(
+        f"--port={port}", f"--model_base_path={model_store / MNIST}", f"--ssl_config_file={config}"
+    )
+    line = _startup_failure(result)
+    assert line.startswith(
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid SSL config: {cause}"
+    ), line
+    assert "in use" not in line
+
+
+def test_a_too_long_socket_path_is_named_as_such(model_store, tmp_path):
+    """Not "folder must be writable" (it is): the path is longer than a UNIX socket allows."""
+    from helpers.server.unix_socket import MAX_SOCKET_PATH_BYTES
+
+    path = tmp_path / ("s" * (MAX_SOCKET_PATH_BYTES + 1 - len(str(tmp_path))))
+    assert len(str(path)) > MAX_SOCKET_PATH_BYTES
+    result = _run_server(
+        "--port=0", f"--grpc_socket_path={path}", f"--model_base_path={model_store / MNIST}"
+    )
+    assert _startup_failure(result) == (
+        f"Failed to start server. Error: INVALID_ARGUMENT: could not listen on the UNIX socket "
+        f"{path}: the path is {len(str(path))} bytes long and a UNIX socket path holds at most "
+        f"{MAX_SOCKET_PATH_BYTES} (choose a shorter --grpc_socket_path, e.g. in /tmp)"
+    )
+
+
 def test_port_taken_is_refused(model_store):
     from helpers.server.process import free_port
 
