@@ -11,6 +11,9 @@ callback. As in file_system_storage_path_source.cc:
   (`7` and `007`) log TF Serving's "Duplicate version directories" warning;
 - a base path that cannot be read (missing, not a folder, no permission) is an error for that
   poll: it is logged and nothing changes, so the versions already loaded keep serving;
+- a child that cannot be looked at (a symlink that loops or points nowhere readable) is left
+  out with one warning, and the other versions are still found: TF Serving only lists names,
+  so one bad entry never stops version discovery or start-up;
 - a base path with no version at all logs TF Serving's "No versions of servable ... found"
   warning and aspires nothing, so loaded versions are unloaded.
 
@@ -86,6 +89,8 @@ class FileSystemStoragePathSource:
         #: Versions already seen complete and settled, per model (never re-checked).
         self._settled: dict[str, set[int]] = {}
         self._warned: dict[str, str] = {}
+        #: Children of a base path already reported as unreadable, per model (warned once).
+        self._unreadable: dict[str, set[str]] = {}
         self._lock = threading.Lock()  # one poll at a time
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -103,6 +108,7 @@ class FileSystemStoragePathSource:
             for name in old.keys() - new.keys():
                 self._settled.pop(name, None)
                 self._warned.pop(name, None)
+                self._unreadable.pop(name, None)
                 self._callback(name, {})
             changed = [s for s in new.values() if old.get(s.name) != s]
             return {s.name: self._poll_one(s) for s in changed}
@@ -138,8 +144,9 @@ class FileSystemStoragePathSource:
 
     def _poll_one(self, servable: ServableToMonitor) -> PollResult:
         """Poll one model (holds the lock) and call back unless its base path was unreadable."""
+        unreadable: dict[str, str] = {}
         try:
-            children = list_version_folders(servable)
+            children = list_version_folders(servable, unreadable)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 message = (
@@ -156,6 +163,7 @@ class FileSystemStoragePathSource:
                 f"FileSystemStoragePathSource encountered a filesystem access error: {message}",
             )
             return PollResult(servable.base_path, {}, message)
+        self._warn_unreadable(servable, unreadable)
         complete = self._complete_versions(servable, children)
         aspired = self._settle(servable, complete)
         if not children:
@@ -176,6 +184,21 @@ class FileSystemStoragePathSource:
             self._warned.pop(servable.name, None)
         self._callback(servable.name, aspired)
         return PollResult(servable.base_path, aspired)
+
+    def _warn_unreadable(self, servable: ServableToMonitor, unreadable: dict[str, str]) -> None:
+        """One warning for each child that cannot be looked at, while it stays that way."""
+        known = self._unreadable.setdefault(servable.name, set())
+        for path, reason in sorted(unreadable.items()):
+            if path not in known:
+                log.warning(
+                    "Ignoring %s in the base path of servable %s: %s (the other versions "
+                    "are still served and new ones still found)",
+                    path,
+                    servable.name,
+                    reason,
+                )
+        known.intersection_update(unreadable)
+        known.update(unreadable)
 
     def _warn_once(self, name: str, message: str) -> None:
         """Log a problem once per episode, not once per poll."""
@@ -221,8 +244,14 @@ class FileSystemStoragePathSource:
                 del candidates[version]
 
 
-def list_version_folders(servable: ServableToMonitor) -> dict[int, Path]:
-    """The base path's children whose names are versions (OSError if it cannot be listed)."""
+def list_version_folders(
+    servable: ServableToMonitor, unreadable: dict[str, str] | None = None
+) -> dict[int, Path]:
+    """The base path's children whose names are versions (OSError if it cannot be listed).
+
+    A version-named child that cannot be looked at (a looping symlink: ELOOP) is left out;
+    its path and the reason go into `unreadable` when given.
+    """
     base = Path(servable.base_path)
     if not base.is_dir():
         if not base.exists():
@@ -232,7 +261,15 @@ def list_version_folders(servable: ServableToMonitor) -> dict[int, Path]:
     with os.scandir(base) as entries:
         for entry in entries:
             version = parse_version(entry.name)
-            if version is None or not entry.is_dir():
+            if version is None:
+                continue
+            try:
+                is_folder = entry.is_dir()
+            except OSError as exc:
+                if unreadable is not None:
+                    unreadable[entry.path] = exc.strerror or str(exc)
+                continue
+            if not is_folder:
                 continue
             if version in found:
                 names = (found[version].name, entry.name)
