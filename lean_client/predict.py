@@ -7,6 +7,10 @@ Prints one predicted digit per line, for the digits in digits.npy (or --digits F
 pixels, shape (N, 28, 28) or (N, 28, 28, 1)). Works against `tensorflow/serving` and the
 course's embedded server alike: the messages in lean_serving/ have TF Serving's own package,
 names and field numbers.
+
+The answer is checked before it is used: a tensor whose shape does not match the bytes that
+arrived, or probabilities that are not one row per digit, end with one `error: ...` line on
+stderr and exit status 1, never a traceback or a huge allocation.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ HERE = Path(__file__).resolve().parent
 
 #: numpy dtype of each TensorFlow DataType this client reads.
 NUMPY_DTYPES = {tensor_pb2.DT_FLOAT: np.float32, tensor_pb2.DT_UINT8: np.uint8}
+#: TensorFlow's shorthand "one value fills the tensor" is accepted up to this many elements;
+#: beyond it a few bytes from the server could make the client allocate gigabytes.
+MAX_FILLED_ELEMENTS = 1 << 20
+#: TensorFlow's limit on dimensions (TensorShape::kMaxDimensions).
+MAX_DIMS = 254
+
+
+class BadAnswer(ValueError):
+    """The server's answer cannot be what it says it is (sizes that do not add up, ...)."""
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
@@ -50,17 +63,39 @@ def encode(array: np.ndarray) -> tensor_pb2.TensorProto:
 
 
 def decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A TensorProto as a numpy array, whichever field the server filled."""
+    """A TensorProto as a numpy array, whichever field the server filled.
+
+    Sizes are checked against the bytes received before anything is allocated: BadAnswer
+    when the shape and the data disagree.
+    """
     if proto.dtype not in NUMPY_DTYPES:
-        raise ValueError(f"this client reads float32 and uint8 tensors, got dtype {proto.dtype}")
+        raise BadAnswer(f"this client reads float32 and uint8 tensors, got dtype {proto.dtype}")
     dtype = np.dtype(NUMPY_DTYPES[proto.dtype]).newbyteorder("<")
     shape = [dim.size for dim in proto.tensor_shape.dim]
+    if len(shape) > MAX_DIMS or any(size < 0 for size in shape):
+        raise BadAnswer(f"the answer's tensor has an impossible shape {shape}")
+    count = 1
+    for size in shape:  # Python ints: no overflow
+        count *= size
     if proto.tensor_content:
+        received = len(proto.tensor_content)
+        if received != count * dtype.itemsize:
+            raise BadAnswer(
+                f"the answer's tensor has shape {shape} ({count} values of {dtype.name}, "
+                f"{count * dtype.itemsize} bytes) but {received} bytes arrived"
+            )
         values = np.frombuffer(proto.tensor_content, dtype=dtype)
     else:
-        values = np.asarray(proto.float_val, dtype=dtype)
-        if values.size == 1 and int(np.prod(shape)) > 1:  # TF's shorthand: one value fills all
-            values = np.full(int(np.prod(shape)), values[0], dtype=dtype)
+        received = len(proto.float_val)
+        if received == 1 and 1 < count <= MAX_FILLED_ELEMENTS:
+            values = np.full(count, proto.float_val[0], dtype=dtype)  # TF: one value fills all
+        elif received == count:
+            values = np.asarray(proto.float_val, dtype=dtype)
+        else:
+            raise BadAnswer(
+                f"the answer's tensor has shape {shape} ({count} values) but {received} "
+                "values arrived"
+            )
     return values.reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -85,7 +120,13 @@ def classify(
             f"the answer has no output {output_key!r} (it has {sorted(response.outputs)}); "
             "pass --output-key"
         )
-    return decode(response.outputs[output_key])
+    probabilities = decode(response.outputs[output_key])
+    if probabilities.ndim != 2 or probabilities.shape[0] != len(images) or not probabilities.size:
+        raise BadAnswer(
+            f"expected probabilities of shape ({len(images)}, classes) for {len(images)} "
+            f"digits, got {list(probabilities.shape)}"
+        )
+    return probabilities
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    images = preprocess(np.load(args.digits))
+    try:
+        images = preprocess(np.load(args.digits, allow_pickle=False))
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read the digits in {args.digits}: {error}", file=sys.stderr)
+        return 2
     with grpc.insecure_channel(args.server) as channel:
         stub = predict_pb2_grpc.PredictionServiceStub(channel)
         try:
@@ -117,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         except grpc.RpcError as error:
             print(f"Predict failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+        except (BadAnswer, KeyError) as error:
+            message = error.args[0] if error.args else type(error).__name__
+            print(f"error: the server's answer cannot be used: {message}", file=sys.stderr)
             return 1
     if args.probabilities is not None:
         np.save(args.probabilities, probabilities)

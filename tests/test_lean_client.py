@@ -115,3 +115,104 @@ def test_lines_of_code_skip_comments(tmp_path):
     source = Path(tmp_path / "x.py")
     source.write_text("# c\n\nx = 1\n  // d\ny = 2\n")
     assert lean.lines_of_code(source) == 2
+
+
+def _answer(shape, *, content: bytes = b"", floats=(), dtype: int = 1) -> bytes:
+    """A PredictResponse whose `probabilities` claims `shape` and carries what is given."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    tensor = tensor_pb2.TensorProto(
+        dtype=dtype,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in shape]
+        ),
+        tensor_content=content,
+        float_val=list(floats),
+    )
+    response = predict_pb2.PredictResponse()
+    response.outputs["probabilities"].CopyFrom(tensor)
+    return response.SerializeToString()
+
+
+@pytest.fixture
+def answering_server():
+    """A gRPC server whose Predict answers whatever bytes the test puts in `answer[0]`."""
+    from concurrent import futures
+
+    import grpc
+
+    answer = [b""]
+    handler = grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService",
+        {"Predict": grpc.unary_unary_rpc_method_handler(lambda request, context: answer[0])},
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}", answer
+    server.stop(0)
+
+
+DIGITS = len(np.load(LEAN / "digits.npy"))
+
+
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        # 10 bytes claiming a 1 GiB tensor: refused before anything is allocated.
+        (lambda: _answer([2**28, 1], content=b"0123456789"), "but 10 bytes arrived"),
+        (lambda: _answer([2**30], floats=[0.5]), "values) but 1 values arrived"),
+        (lambda: _answer([DIGITS, 10], floats=[0.1] * 7), "but 7 values arrived"),
+        (lambda: _answer([DIGITS, -1], floats=[0.1]), "impossible shape"),
+        (lambda: _answer([DIGITS * 10], floats=[0.1] * DIGITS * 10), "expected probabilities"),
+        (lambda: _answer([1, 10], floats=[0.1] * 10), "expected probabilities"),
+        (lambda: _answer([DIGITS, 10], dtype=7), "float32 and uint8"),
+        (lambda: b"", "has no output 'probabilities'"),
+    ],
+    ids=[
+        "10-bytes-for-1GiB",
+        "one-value-for-1G",
+        "too-few",
+        "negative",
+        "1-D",
+        "wrong-rows",
+        "string",
+        "no-output",
+    ],
+)
+def test_a_malformed_answer_ends_in_one_error_line(answering_server, answer, says):
+    import subprocess
+
+    target, slot = answering_server
+    slot[0] = answer()
+    result = subprocess.run(
+        [sys.executable, str(LEAN / "predict.py"), "--server", target, "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: the server's answer cannot be used"), (
+        result.stderr
+    )
+    assert says in lines[0]
+    assert result.stdout == ""
+
+
+def test_unreadable_digits_end_in_one_error_line(tmp_path):
+    import subprocess
+
+    bad = tmp_path / "digits.npy"
+    bad.write_bytes(b"not numpy")
+    result = subprocess.run(
+        [sys.executable, str(LEAN / "predict.py"), "--digits", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: cannot read the digits in {bad}")
+    assert len(result.stderr.strip().splitlines()) == 1
