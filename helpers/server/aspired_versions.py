@@ -237,6 +237,8 @@ class AspiredVersionsManager:
         if servable is None and harness.cancelled.is_set():
             log.info("Retrying of %s was cancelled.", description)
         if harness.cancelled.is_set() and (servable is not None or error is None):
+            if servable is not None and hasattr(servable, "close"):
+                servable.close()  # loaded, but un-aspired meanwhile: give its session back
             servable = None  # un-aspired while loading: it must not start serving
             error = ServingError(grpc.StatusCode.CANCELLED, "Loading of servable cancelled")
         if servable is None:
@@ -274,6 +276,8 @@ class AspiredVersionsManager:
             if not harness.aspired:
                 self._forget(harness)
         # Calls in flight still hold the servable; its session closes when the last one ends.
+        if servable is not None and hasattr(servable, "close"):
+            servable.close()
         del servable
         self._monitor.publish(harness.name, harness.version, END)
         log.info("Done unloading servable version %s", harness.id)

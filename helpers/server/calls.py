@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import grpc
+
 from helpers.server import metrics
-from helpers.server.errors import to_serving_error
+from helpers.server.errors import ServingError, to_serving_error
 
 if TYPE_CHECKING:
     from helpers.server.servable import Servable
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("helpers.server")
 
 T = TypeVar("T")
+
+#: Lookups a call makes when the version it found is being unloaded (a rollout in progress).
+_LOOKUPS = 3
 
 #: A deadline further away than this is no deadline (RunOptions.timeout_in_ms is an int64 of
 #: milliseconds, but TF Serving's DeadlineToTimeoutMillis works in int32 range).
@@ -156,6 +162,26 @@ class Calls:
         """ServerCore::GetServableHandle for the target (NOT_FOUND / INVALID_ARGUMENT)."""
         return self.core.servable(target.name, target.version, target.label)
 
+    @contextmanager
+    def _using(self, target: Target, servable: Servable | None = None) -> Iterator[Servable]:
+        """The target's servable, held for a run: an unloaded version's session is closed only
+        once no run holds it. A version unloaded between lookup and use is looked up again."""
+        for _attempt in range(_LOOKUPS):
+            servable = servable or self.servable(target)
+            acquire = getattr(servable, "acquire", None)
+            if acquire is None or acquire():
+                break
+            servable = None
+        else:
+            raise ServingError(
+                grpc.StatusCode.UNAVAILABLE, f"Servable {target.name} was unloaded; try again"
+            )
+        try:
+            yield servable
+        finally:
+            if acquire is not None:
+                servable.release()
+
     def predict(
         self,
         target: Target,
@@ -166,33 +192,33 @@ class Calls:
         servable: Servable | None = None,
     ) -> tuple[Servable, dict[str, Any]]:
         """Run a predict signature; returns the servable used and the outputs by alias."""
-        servable = servable or self.servable(target)
-        outputs = servable.run(
-            target.signature_name,
-            inputs,
-            list(output_filter),
-            timeout_in_ms=deadline.timeout_in_ms(),
-        )
+        with self._using(target, servable) as servable:
+            outputs = servable.run(
+                target.signature_name,
+                inputs,
+                list(output_filter),
+                timeout_in_ms=deadline.timeout_in_ms(),
+            )
         return servable, outputs
 
     def classify(
         self, target: Target, request_input: Any, *, deadline: Deadline = NO_DEADLINE
     ) -> tuple[Servable, Any]:
         """Classify tf.Examples; returns the servable used and the ClassificationResult."""
-        servable = self.servable(target)
-        result = servable.classify(
-            target.signature_name, request_input, timeout_in_ms=deadline.timeout_in_ms()
-        )
+        with self._using(target) as servable:
+            result = servable.classify(
+                target.signature_name, request_input, timeout_in_ms=deadline.timeout_in_ms()
+            )
         return servable, result
 
     def regress(
         self, target: Target, request_input: Any, *, deadline: Deadline = NO_DEADLINE
     ) -> tuple[Servable, Any]:
         """Regress tf.Examples; returns the servable used and the RegressionResult."""
-        servable = self.servable(target)
-        result = servable.regress(
-            target.signature_name, request_input, timeout_in_ms=deadline.timeout_in_ms()
-        )
+        with self._using(target) as servable:
+            result = servable.regress(
+                target.signature_name, request_input, timeout_in_ms=deadline.timeout_in_ms()
+            )
         return servable, result
 
     def multi_inference(self, request: Any, *, deadline: Deadline = NO_DEADLINE) -> Any:
@@ -201,8 +227,8 @@ class Calls:
             target = Target.of_spec(request.tasks[0].model_spec)
         else:
             target = Target("")
-        servable = self.servable(target)
-        response = servable.multi_inference(request, timeout_in_ms=deadline.timeout_in_ms())
+        with self._using(target) as servable:
+            response = servable.multi_inference(request, timeout_in_ms=deadline.timeout_in_ms())
         # TF Serving counts examples for MultiInference only, once its run succeeded
         # (multi_inference.cc RecordRequestExampleCount; Classify and Regress do not).
         self.record_examples(target.name, _example_count(request.input))

@@ -171,46 +171,57 @@ class ServingMetrics(Collector):
                 self._load_latency[model_path] += int(seconds * 1e6)
 
     def collect(self) -> Iterator[Metric]:
-        """Metric families for prometheus_client, sample names exactly as TF Serving's."""
+        """Metric families for prometheus_client, sample names exactly as TF Serving's.
+
+        The values are copied under the lock and the families built after it is released, so
+        a scrape (which prometheus_client runs as a generator, at its own pace) never holds up
+        the calls that record metrics.
+        """
         with self._lock:
-            yield _counter(
-                REQUEST_COUNT,
-                "The total number of requests.",
-                ("model_name", "status"),
-                self._request_count,
-            )
-            latency = HistogramMetricFamily(
-                REQUEST_LATENCY,
-                "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-                labels=("model_name", "API", "entrypoint"),
-            )
-            for labels, histogram in sorted(self._request_latency.items()):
-                latency.add_metric(list(labels), histogram.buckets(), histogram.sum)
-            yield latency
-            examples = HistogramMetricFamily(
-                EXAMPLE_COUNTS, "The number of tensorflow.Examples per request.", labels=("model",)
-            )
-            for model, histogram in sorted(self._example_counts.items()):
-                examples.add_metric([model], histogram.buckets(), histogram.sum)
-            yield examples
-            yield _counter(
-                EXAMPLE_COUNT_TOTAL,
-                "The total number of tensorflow.Examples.",
-                ("model",),
-                {(k,): v for k, v in self._example_total.items()},
-            )
-            yield _counter(
-                LOAD_ATTEMPT_COUNT,
-                "The number of times a SavedModel was successfully loaded.",
-                ("model_path", "status"),
-                self._load_attempts,
-            )
-            yield _counter(
-                LOAD_LATENCY,
-                "Latency in microseconds for SavedModels that were successfully loaded.",
-                ("model_path",),
-                {(k,): v for k, v in self._load_latency.items()},
-            )
+            request_count = dict(self._request_count)
+            request_latency = {k: (h.buckets(), h.sum) for k, h in self._request_latency.items()}
+            example_counts = {k: (h.buckets(), h.sum) for k, h in self._example_counts.items()}
+            example_total = {(k,): v for k, v in self._example_total.items()}
+            load_attempts = dict(self._load_attempts)
+            load_latency = {(k,): v for k, v in self._load_latency.items()}
+        yield _counter(
+            REQUEST_COUNT,
+            "The total number of requests.",
+            ("model_name", "status"),
+            request_count,
+        )
+        latency = HistogramMetricFamily(
+            REQUEST_LATENCY,
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            labels=("model_name", "API", "entrypoint"),
+        )
+        for labels, (buckets, total) in sorted(request_latency.items()):
+            latency.add_metric(list(labels), buckets, total)
+        yield latency
+        examples = HistogramMetricFamily(
+            EXAMPLE_COUNTS, "The number of tensorflow.Examples per request.", labels=("model",)
+        )
+        for model, (buckets, total) in sorted(example_counts.items()):
+            examples.add_metric([model], buckets, total)
+        yield examples
+        yield _counter(
+            EXAMPLE_COUNT_TOTAL,
+            "The total number of tensorflow.Examples.",
+            ("model",),
+            example_total,
+        )
+        yield _counter(
+            LOAD_ATTEMPT_COUNT,
+            "The number of times a SavedModel was successfully loaded.",
+            ("model_path", "status"),
+            load_attempts,
+        )
+        yield _counter(
+            LOAD_LATENCY,
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ("model_path",),
+            load_latency,
+        )
 
     def render(self) -> bytes:
         """The text exposition format, as served on the monitoring path."""

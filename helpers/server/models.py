@@ -224,10 +224,14 @@ class ServerCore:
                 str(path),
                 method_check=self.options.enable_signature_method_name_check,
             )
-            if self.options.enable_model_warmup:
-                servable.warm_up()
-            if self.options.on_load is not None:
-                self.options.on_load(servable)
+            try:
+                if self.options.enable_model_warmup:
+                    servable.warm_up()
+                if self.options.on_load is not None:
+                    self.options.on_load(servable)
+            except BaseException:
+                servable.close()  # its session and memory go now, not at some later GC
+                raise
         except BaseException:
             _record_load(str(path), False, time.monotonic() - started)
             raise

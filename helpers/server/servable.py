@@ -75,8 +75,16 @@ class Servable:
         self.path = path
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
-        with self._graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
+        try:
+            with self._graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
+        except BaseException:
+            self._session.close()  # a failed load gives its memory back at once
+            raise
+        # Calls using the session (see acquire): it is closed once unloaded and none is left.
+        self._users = 0
+        self._retired = False
+        self._use_lock = threading.Lock()
         self.meta_graph: meta_graph_pb2.MetaGraphDef = meta_graph
         #: SignatureDefs exactly as stored in the SavedModel (what GetModelMetadata returns).
         self.signature_defs: dict[str, meta_graph_pb2.SignatureDef] = dict(meta_graph.signature_def)
@@ -396,9 +404,36 @@ class Servable:
             (time.monotonic() - started) * 1e6,
         )
 
+    # ----------------------------------------------------------------------------- life cycle
+    def acquire(self) -> bool:
+        """Mark one call as using the session; False once the version is unloaded (look again).
+
+        TF Serving's ServableHandle does this job: an unloading version waits for the calls
+        that hold it, and no new call can get it.
+        """
+        with self._use_lock:
+            if self._retired:
+                return False
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        """The end of a call that `acquire`d; the last one out of an unloaded version closes it."""
+        with self._use_lock:
+            self._users -= 1
+            close_now = self._retired and self._users == 0
+        if close_now:
+            self._session.close()
+
     def close(self) -> None:
-        """Release the session (the version is being unloaded)."""
-        self._session.close()
+        """Unload: no new call gets the session; it is closed now, or when the last call ends."""
+        with self._use_lock:
+            if self._retired:
+                return
+            self._retired = True
+            close_now = self._users == 0
+        if close_now:
+            self._session.close()
 
 
 def _run_options_buffer(timeout_in_ms: int) -> Any:

@@ -96,3 +96,15 @@ def test_own_registry_leaves_the_global_one_alone():
 def test_bad_entrypoint_is_refused():
     with pytest.raises(ValueError, match="entrypoint must be one of"):
         ServingMetrics().record_request("mnist", "predict", "HTTP", "OK", 0.1)
+
+
+def test_a_scrape_in_progress_does_not_hold_the_lock():
+    """prometheus_client pulls families one by one; between two, recording must not block."""
+    m = ServingMetrics()
+    m.record_request("toy", "predict", "GRPC", "OK", 0.001)
+    families = m.collect()
+    next(families)  # a scrape has started and is paused between two families
+    assert m._lock.acquire(timeout=0)  # free: a call can record now
+    m._lock.release()
+    m.record_request("toy", "predict", "GRPC", "OK", 0.001)
+    assert len(list(families)) == 5  # the scrape finishes with its own snapshot
