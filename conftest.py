@@ -6,7 +6,7 @@ At the end, a timing table says where the minutes went, and the notes that tests
 with `record_property` (the browser test's Run All times and screenshot folder, the offline
 install's size and time) are printed under it.
 
-Scheduling (pytest-xdist, `--dist loadgroup`): a test module stays on one worker (its
+Scheduling (pytest-xdist, CourseScheduling below): a test module stays on one worker (its
 module-scoped servers start once), each papermill notebook run is a group of its own, and the
 browser's Run All of every notebook is split into two JupyterLabs balanced by the notebooks'
 measured run times. Groups are handed out longest first, so the long ones never start last.
@@ -95,48 +95,69 @@ def _notebook_seconds() -> dict[str, int]:
     }
 
 
-def _browser_labs(seconds: dict[str, int]) -> dict[str, int]:
-    """{notebook stem: which lab runs it}: longest first onto the least loaded lab."""
-    loads = [0] * BROWSER_LABS
-    lab_of = {}
-    for stem in sorted(seconds, key=lambda stem: -seconds[stem]):
-        lab = loads.index(min(loads))
-        lab_of[stem] = lab
-        loads[lab] += seconds[stem]
-    return lab_of
+class Schedule:
+    """Which group each test belongs to, and which groups go first, from its node id alone.
+
+    The xdist controller never collects, so both the workers' ordering and the controller's
+    grouping (CourseScheduling) read node ids only.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = _notebook_seconds()
+        loads = [0] * BROWSER_LABS
+        self.lab_of: dict[str, int] = {}
+        for stem in sorted(self.seconds, key=lambda stem: -self.seconds[stem]):
+            lab = loads.index(min(loads))  # longest first, onto the least loaded lab
+            self.lab_of[stem] = lab
+            loads[lab] += self.seconds[stem]
+        self.lab_seconds = loads
+
+    def group(self, nodeid: str) -> tuple[str, float]:
+        """(group, rank): a group's tests run on one worker; lower ranks are handed out first."""
+        path = nodeid.split("::")[0]
+        param = nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else ""
+        if path == "tests/test_browser.py":
+            lab = self.lab_of.get(param, 0)
+            return f"browser-lab-{lab}", -1e6 - self.lab_seconds[lab]
+        if path in LONG_FILES:
+            return path, -1e5
+        if path == "tests/test_notebooks.py" and param in self.seconds:
+            return f"papermill-{param}", -1e4 - self.seconds[param]
+        return path, 0 if path.startswith("tests/server/") else 1
 
 
-def _schedule(item, seconds, lab_of) -> tuple[str, float]:
-    """(xdist group, rank): lower ranks are handed out first."""
-    path = item.nodeid.split("::")[0]
-    param = item.callspec.id if hasattr(item, "callspec") else ""
-    if path == "tests/test_browser.py":
-        lab = lab_of.get(param, 0)
-        return f"browser-lab-{lab}", -1e6 - sum(s for k, s in seconds.items() if lab_of[k] == lab)
-    if path in LONG_FILES:
-        return path, -1e5
-    if path == "tests/test_notebooks.py" and param in seconds:
-        item.add_marker(pytest.mark.notebook)
-        return f"papermill-{param}", -1e4 - seconds[param]
-    if path.startswith("tests/server/"):
-        return path, 0
-    return path, 1
+_schedule: list[Schedule] = []
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def schedule() -> Schedule:
+    if not _schedule:
+        _schedule.append(Schedule())
+    return _schedule[0]
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    seconds = _notebook_seconds()
-    lab_of = _browser_labs(seconds)
-    ranks = {}
+    plan = schedule()
     for item in items:
-        if item.nodeid.split("::")[0] in TIMING_FILES:
+        path = item.nodeid.split("::")[0]
+        if path in TIMING_FILES:
             item.add_marker(pytest.mark.timing)
-        group, rank = _schedule(item, seconds, lab_of)
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
-        ranks[item.nodeid] = (rank, group)
-    # a stable sort: tests keep their order inside a group, and a group's tests stay together
-    items.sort(key=lambda item: ranks[item.nodeid])
+        if path == "tests/test_notebooks.py" and hasattr(item, "callspec"):
+            item.add_marker(pytest.mark.notebook)
+    # A stable sort: tests keep their order inside a group, a group's tests stay together, and
+    # the controller hands groups out in this order (--no-loadscope-reorder).
+    items.sort(key=lambda item: plan.group(item.nodeid)[::-1])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's load-scope scheduling with the course's groups (Schedule) as its scopes."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CourseScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return schedule().group(nodeid)[0]
+
+    return CourseScheduling(config, log)
 
 
 def pytest_unconfigure(config) -> None:
