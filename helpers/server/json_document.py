@@ -36,6 +36,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +113,14 @@ def _needs_exact_reader(body: bytes) -> bool:
     return b"\\u" in body and _ESCAPED_SURROGATE.search(body) is not None
 
 
-def parse(body: bytes) -> Any:
+def parse(body: bytes, timeout: float | None = None) -> Any:
     """Parse a request body as TF Serving does, or raise JsonParseError with its message.
 
-    A body of PARSE_ELSEWHERE_BYTES or more is parsed in a child process (see ParserProcess).
+    A body of PARSE_ELSEWHERE_BYTES or more is parsed in a child process (see ParserProcess),
+    for at most `timeout` seconds (None: PARSE_TIMEOUT_S); past it, ParseTimeout.
     """
     if len(body) >= PARSE_ELSEWHERE_BYTES:
-        return _PARSER_PROCESS.parse(body)
+        return _PARSER_PROCESS.parse(body, PARSE_TIMEOUT_S if timeout is None else timeout)
     return parse_here(body)
 
 
@@ -777,7 +779,14 @@ def debug_string(value: Any, limit: int = DEBUG_STRING_LIMIT) -> str:
 #: every other request of the server, gRPC ones included; the child's result comes back as a
 #: pickle, which loads several times faster than the JSON it came from.
 PARSE_ELSEWHERE_BYTES = 1 << 20
+#: Longest a child parse may take when the request brings no deadline of its own; then the
+#: child is killed (it is started again for the next body) and the request fails.
+PARSE_TIMEOUT_S = 120.0
 _FRAME_HEADER = 8
+
+
+class ParseTimeout(TimeoutError):
+    """The parser process did not answer in time (it was killed)."""
 
 
 class ParserProcess:
@@ -791,17 +800,45 @@ class ParserProcess:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
 
-    def parse(self, body: bytes) -> Any:
-        with self._lock:
+    def parse(self, body: bytes, timeout: float = PARSE_TIMEOUT_S) -> Any:
+        """The parsed body; ParseTimeout when the child has not answered within `timeout`
+        seconds (waiting for an earlier body's turn included)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            raise ParseTimeout(_timeout_message(len(body), timeout))
+        try:
+            timed_out = threading.Event()
             try:
                 process = self._started()
+            except OSError:
+                process = None
+            watchdog = None
+            if process is not None:
+
+                def kill() -> None:
+                    timed_out.set()
+                    process.kill()  # the blocked write or read below then fails
+
+                watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), kill)
+                watchdog.daemon = True
+                watchdog.start()
+            try:
+                if process is None:
+                    raise OSError("the JSON parser process could not start")
                 _write_frame(process.stdin, body)
                 outcome, value = pickle.loads(_read_frame(process.stdout))
                 if outcome == "ok":
                     value = _unpack(value)
             except (OSError, EOFError, ValueError, pickle.UnpicklingError):
                 self._stop()
+                if timed_out.is_set():
+                    raise ParseTimeout(_timeout_message(len(body), timeout)) from None
                 outcome, value = "here", None
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+        finally:
+            self._lock.release()
         if outcome == "ok":
             return value
         if outcome == "error":
@@ -840,6 +877,13 @@ class ParserProcess:
         """End the child (it is started again if another large body comes)."""
         with self._lock:
             self._stop()
+
+
+def _timeout_message(size: int, timeout: float) -> str:
+    return (
+        f"Timed out parsing the {size}-byte request body after {timeout:.3g} s; "
+        "send a smaller request (fewer instances per call)"
+    )
 
 
 _PARSER_PROCESS = ParserProcess()

@@ -246,13 +246,16 @@ def error_json(message: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> dict:
+def parse_request(body: bytes, timeout: float | None = None) -> dict:
     """Parse a request body as TF Serving's `ParseJson` does (RapidJSON, iterative), or fail
-    with its message: a syntax error, or a document that is not an object."""
+    with its message: a syntax error, or a document that is not an object. A large body's
+    parse is bounded by `timeout` seconds (DEADLINE_EXCEEDED past it)."""
     try:
-        doc = json_document.parse(body)
+        doc = json_document.parse(body, timeout)
     except json_document.JsonParseError as err:
         raise _invalid(err.message) from None
+    except json_document.ParseTimeout as err:
+        raise rest_error(grpc.StatusCode.DEADLINE_EXCEEDED, str(err)) from None
     if not isinstance(doc, dict):
         raise _invalid(f"JSON Value: {json_value_to_string(doc)} Is not object")
     return doc

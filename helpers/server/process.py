@@ -2,9 +2,10 @@
 
 `start_server` runs `python -m helpers.server` as a child process and waits for the model by
 polling GetModelStatus until a version is AVAILABLE, as a client of the real TF Serving should
-(never a bare sleep). The child dies with its parent: PR_SET_PDEATHSIG on Linux, a --parent_pid
-watchdog everywhere, and an atexit stop. `connect` honours $MODEL_SERVER: the embedded server by
-default, otherwise an external TF Serving whose model it only waits for.
+(never a bare sleep). The child dies with its parent: a --parent_pid watchdog in the server
+(every platform, whatever thread started it) and an atexit stop. `connect` honours
+$MODEL_SERVER: the embedded server by default, otherwise an external TF Serving whose model it
+only waits for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from helpers import config
 LISTENING_LINE = "Running gRPC ModelServer at"
 #: Log lines kept from the server process (for error reports and .log_lines()).
 LOG_LINES_KEPT = 2000
-_PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
@@ -154,17 +154,6 @@ def _pick_port(wanted: int | None, default: int, taken: set[int]) -> int:
     return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask Linux to SIGTERM it when the parent dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:  # noqa: BLE001 - best effort; --parent_pid covers the rest
-        pass
-
-
 def wait_for_model(
     target: str,
     model_name: str = config.MODEL_NAME,
@@ -226,14 +215,8 @@ class ServerProcess:
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         child_env["PYTHONUNBUFFERED"] = "1"
-        kwargs: dict[str, Any] = {}
-        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends, so it is only
-        # used from the main thread; from any other thread --parent_pid alone follows the
-        # process (a notebook or test starting a server in a worker thread keeps it).
-        if sys.platform.startswith("linux") and (
-            threading.current_thread() is threading.main_thread()
-        ):
-            kwargs["preexec_fn"] = _die_with_parent
+        # No preexec_fn: it is unsafe in a process with threads (gRPC's), and the server's
+        # --parent_pid watchdog already ends the child when this process ends.
         self._process = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
@@ -243,7 +226,6 @@ class ServerProcess:
             text=True,
             encoding="utf-8",
             errors="replace",
-            **kwargs,
         )
         self._listening = threading.Event()
         self._reader = threading.Thread(target=self._read_output, daemon=True)

@@ -232,7 +232,8 @@ class RestApi:
         target = Target(route.model_name, route.version, route.label)
         if route.kind == "metadata":
             return metadata_json(self.calls.servable(target))
-        doc = json_tensors.parse_request(body)
+        remaining = deadline.remaining()
+        doc = json_tensors.parse_request(body, None if remaining is None else max(0.0, remaining))
         target = Target(
             route.model_name, route.version, route.label, json_tensors.signature_name_of(doc)
         )

@@ -450,3 +450,23 @@ def test_a_port_is_free_once_nothing_listens_even_with_connections_in_time_wait(
     assert port_is_free(port)
     with socket.create_server(("127.0.0.1", port)):  # what a server starting there does
         pass
+
+
+def test_the_server_child_is_started_without_preexec_fn(monkeypatch):
+    """preexec_fn is unsafe in a process with threads; the --parent_pid watchdog replaces it."""
+    from helpers.server import process as process_module
+
+    seen = {}
+
+    class Refused(Exception):
+        pass
+
+    def fake_popen(args, **kwargs):
+        seen.update(kwargs, args=args)
+        raise Refused
+
+    monkeypatch.setattr(process_module.subprocess, "Popen", fake_popen)
+    with pytest.raises(Refused):
+        process_module.start_server(model_base_path="/nowhere", wait=False)
+    assert "preexec_fn" not in seen
+    assert f"--parent_pid={os.getpid()}" in seen["args"]

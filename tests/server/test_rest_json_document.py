@@ -212,3 +212,19 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def test_the_parser_process_call_has_a_timeout():
+    """A child that does not answer in time is killed and the call fails with a clear error;
+    the next large body is parsed by a fresh child."""
+    from helpers.server.json_document import PARSE_ELSEWHERE_BYTES, ParserProcess, ParseTimeout
+
+    body = b'{"instances": [' + b"1.5, " * (PARSE_ELSEWHERE_BYTES // 5) + b"2]}"
+    parser = ParserProcess()
+    try:
+        # A Python child cannot even start in a millisecond: the timeout fires first.
+        with pytest.raises(ParseTimeout, match=r"Timed out parsing the \d+-byte request body"):
+            parser.parse(body, timeout=0.001)
+        assert parser.parse(body, timeout=300)["instances"][-2:] == [1.5, 2]
+    finally:
+        parser.stop()
