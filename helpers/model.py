@@ -1,5 +1,5 @@
 """The course's MNIST models: a small dense network (version 1), a small CNN (version 2), and a
-wide dense network whose inference costs enough to dominate a served call (notebook 08 measures
+wide dense network whose inference costs enough to dominate a served call (notebook 09 measures
 batching with it).
 
 All take one named input, `image` (28, 28, 1) float32 in [0, 1], and end in 10 softmax units

@@ -274,26 +274,42 @@ def plot_paired_comparison(comparison, *, names=("A", "B"), axes=None):
     return axes
 
 
+def _medians(runs, key: str) -> list[float]:
+    """The median of `key` over each group of repeated runs."""
+    return [float(np.median([r[key] for r in group])) for group in runs]
+
+
 def plot_load_curves(curves: dict, *, title: str = "", axes=None):
     """Throughput (left) and p50/p99 latency (right) against the number of concurrent callers.
 
     `curves` maps a label (e.g. "no batching") to rows of numbers with the keys `concurrency`,
-    `req_per_s`, `p50_ms` and `p99_ms` (what `helpers.bench.measure_throughput` measures).
+    `req_per_s`, `p50_ms` and `p99_ms` (what `helpers.bench.measure_throughput` measures). Rows
+    that repeat a concurrency are repeated runs: each run is a dot, and the line joins the
+    medians, so the spread between runs is on the plot next to the trend.
     """
     plt = _plt()
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     ax_rate, ax_latency = axes
+    x = []
     for label, rows in curves.items():
-        rows = sorted(rows, key=lambda r: r["concurrency"])
-        x = [r["concurrency"] for r in rows]
-        (line,) = ax_rate.plot(x, [r["req_per_s"] for r in rows], marker="o", label=label)
+        x = sorted({r["concurrency"] for r in rows})
+        runs = [[r for r in rows if r["concurrency"] == c] for c in x]
+        (line,) = ax_rate.plot(x, _medians(runs, "req_per_s"), marker="o", label=label)
         color = line.get_color()
-        p50 = [r["p50_ms"] for r in rows]
-        ax_latency.plot(x, p50, marker="o", color=color, label=f"{label} p50")
+        ax_latency.plot(x, _medians(runs, "p50_ms"), marker="o", color=color, label=f"{label} p50")
         ax_latency.plot(
-            x, [r["p99_ms"] for r in rows], marker="^", ls="--", color=color, label=f"{label} p99"
+            x, _medians(runs, "p99_ms"), marker="^", ls="--", color=color, label=f"{label} p99"
         )
+        if any(len(group) > 1 for group in runs):  # repeated runs: one faint dot each
+            for ax, key, marker in (
+                (ax_rate, "req_per_s", "o"),
+                (ax_latency, "p50_ms", "o"),
+                (ax_latency, "p99_ms", "^"),
+            ):
+                xs = [r["concurrency"] for group in runs for r in group]
+                ys = [r[key] for group in runs for r in group]
+                ax.plot(xs, ys, marker, color=color, alpha=0.35, ls="none", markersize=4)
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [str(c) for c in x])
@@ -323,18 +339,28 @@ def plot_call_timeline(records, events=(), *, ax=None, title: str = "Every call,
     versions = sorted({r.version for r in records if r.version is not None})
     lanes = {v: i + 1 for i, v in enumerate(versions)}
     rng = np.random.default_rng(0)
+    size = 2 if len(records) > 300 else 5  # a few slow calls need bigger dots to be seen
     for version in versions:
         times = [r.started for r in records if r.version == version]
         y = lanes[version] + rng.uniform(-0.2, 0.2, len(times))
-        ax.plot(times, y, ".", markersize=2, alpha=0.5, label=f"version {version}")
+        ax.plot(times, y, ".", markersize=size, alpha=0.5, label=f"version {version}")
     failed = [r.started for r in records if r.outcome != "OK"]
     ax.plot(failed, np.zeros(len(failed)), "x", color="tab:red", label=f"failed ({len(failed)})")
+    # Event labels read horizontally, one row each, so that events a moment apart do not overlap.
     top = len(versions) + 0.6
-    for seconds, label in events:
+    last = max([r.ended for r in records] + [seconds for seconds, _ in events] + [1e-9])
+    for row, (seconds, label) in enumerate(events):
         ax.axvline(seconds, color="black", lw=0.8, ls=":")
-        ax.annotate(f" {label}", (seconds, top), rotation=90, va="top", fontsize=8)
+        ax.annotate(
+            f" {label} ",
+            (seconds, top + 0.45 * row),
+            ha="right" if seconds > 0.6 * last else "left",
+            va="center",
+            fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )
     ax.set_yticks([0, *lanes.values()], ["failed", *[f"version {v}" for v in versions]])
-    ax.set_ylim(-0.6, top + 1.6)
+    ax.set_ylim(-0.6, top + 0.45 * len(events) + 0.1)
     ax.set_xlabel("seconds")
     ax.set_title(title)
     return ax

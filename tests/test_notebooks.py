@@ -149,14 +149,22 @@ def check_08(records):
     (before, removed, back) = records["health_timeline"]
     assert before == back == ["SERVING", "v1 AVAILABLE"]
     assert removed[0] == "SERVING" and removed[1] != "v1 AVAILABLE"  # health != readiness
+    sent = records["metrics_sent"]
+    assert sent["INVALID_ARGUMENT"] == 3 and sent["OK"] > 0  # BAD_CALLS below
+    assert records["metrics_counted"] == sent  # the server counts what the callers saw
+    assert records["latency_histogram_calls"] == records["ok_counted"] > 0  # OK calls only
+    assert records["servers_stopped"] == 4
+
+
+def check_09(records):
     assert len(records["batching"]) == 4
     for rows in records["batching"].values():
-        assert [row["concurrency"] for row in rows] == [1, 8]
+        assert [row["concurrency"] for row in rows] == [1, 8] * 2  # REPEATS rounds
         assert all(row["errors"] == 0 and row["req_per_s"] > 0 for row in rows)
-    assert set(records["batching_verdicts"].values()) <= {"pays", "does not pay"}
+        assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
+    assert set(records["batching_verdicts"].values()) <= {"pays", "does not pay", "unclear"}
     for trials in records["warmup_ms"].values():
         assert len(trials) == 2 and all(len(times) == 3 for times in trials)
-    assert min(records["metrics_predict_ok"].values()) > 0
     assert records["limit_codes"] == {
         "default client": "RESOURCE_EXHAUSTED",
         "receive limit 16 MiB": "OK",
@@ -165,10 +173,14 @@ def check_08(records):
     deadline = records["deadline"]
     assert deadline["deadline 0.5 s"][0] == "DEADLINE_EXCEEDED"
     assert deadline["no deadline, cancel at 0.5 s"][0] == "CANCELLED"
-    assert set(records["rollout_outcomes"]) == {"OK"}
-    assert records["rollout_verdict"] in ("better", "not better", "worse")
-    assert set(records["sigterm"]["calls in flight at SIGTERM"]) == {"OK"}
-    assert records["servers_stopped"] == 7
+    assert set(records["canary_outcomes"]) == {"OK"}  # zero failed calls
+    assert records["canary_verdict"] in ("better", "not better", "worse")
+    if records["canary_verdict"] != "better":  # a losing candidate never answered a caller
+        assert set(records["canary_answered_by"]) == {"1"}
+    assert set(records["hasty_outcomes"]) == {"OK"}
+    assert records["hasty_answered_by_v2"] >= 0
+    assert set(records["sigterm"]["calls in flight at SIGTERM"]) <= {"OK"}  # drained, none lost
+    assert records["servers_stopped"] == 4
 
 
 def check_10(records):
@@ -213,15 +225,17 @@ CASES = {
         },
         check_07,
     ),
-    "08_get_ready_for_production": (
+    "08_secure_and_observe": ({"TRAFFIC_SECONDS": 0.5, "BAD_CALLS": 3}, check_08),
+    "09_operate_in_production": (
         {
             "CONCURRENCY": [1, 8],
             "LOAD_SECONDS": 0.3,
+            "REPEATS": 2,
             "CANDIDATE_TRAIN_IMAGES": 500,
             "CANARY_IMAGES": 200,
             "WARMUP_VERSIONS": 2,
         },
-        check_08,
+        check_09,
     ),
     "10_scale_out": (
         {

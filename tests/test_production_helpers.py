@@ -1,5 +1,5 @@
-"""The helpers notebook 08 is built on: certificates, the wiretap, background load, the probe
-model and the server's deadline, the wide model, and the two plots."""
+"""The helpers notebooks 08 and 09 are built on: certificates, the wiretap, background load, the
+probe model and the server's deadline, the wide model, and the two plots."""
 
 from __future__ import annotations
 
@@ -140,6 +140,11 @@ def test_plots_draw_load_curves_and_a_call_timeline():
     ]
     axes = plot_load_curves({"a": rows, "b": rows}, title="t")
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 4
+    repeated = rows + [{**row, "req_per_s": row["req_per_s"] + 10} for row in rows]
+    axes = plot_load_curves({"a": repeated}, title="t")
+    (median_line, run_dots) = axes[0].lines
+    assert list(median_line.get_ydata()) == [105.0, 405.0, 1605.0]  # the median of the runs
+    assert len(run_dots.get_xdata()) == 6  # one dot per run
     records = [CallRecord(0.1, 0.2, "OK", 1), CallRecord(0.3, 0.4, "UNAVAILABLE")]
     ax = plot_call_timeline(records, [(0.25, "SIGTERM")])
     assert [t.get_text() for t in ax.get_yticklabels()] == ["failed", "version 1"]
