@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         process.start()
     command = [sys.executable, "-m", "pytest", "-m", SELECTION, "-p", "no:cacheprovider"]
     command += args.pytest_args
-    print(f"{args.busy} busy processes; {args.runs} runs of: {' '.join(command[1:])}", flush=True)
+    print(f"{args.busy} busy processes; {args.runs} runs of: {shlex.join(command[1:])}", flush=True)
     results = []
     try:
         for run in range(1, args.runs + 1):
