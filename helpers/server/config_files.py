@@ -8,19 +8,16 @@ the error's `detail`, which the server logs to stderr as protobuf does.
 
 `ModelServerConfig` ships in tensorflow-serving-api; SSLConfig, MonitoringConfig and
 BatchingParameters do not, so `helpers/protos/serving_config.proto` mirrors them (same field
-names and numbers) and is compiled at run time with grpcio-tools into a cache folder keyed by
-the file's hash: no generated code lives in the repository, and a changed .proto recompiles.
+names and numbers) and is compiled at run time with grpcio-tools by `helpers.protos`, into the
+course's one proto cache: no generated code lives in the repository, and a changed .proto
+recompiles.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import importlib.util
 import os
 import re
-import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
@@ -28,10 +25,10 @@ from typing import TypeVar
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
-PROTO_FILE = Path(__file__).resolve().parent.parent / "protos" / "serving_config.proto"
+#: The course proto (helpers/protos/serving_config.proto) that holds these messages.
+PROTO_NAME = "serving_config"
 
 M = TypeVar("M", bound=pb_message.Message)
-_module: ModuleType | None = None
 
 
 #: TensorFlow's errno -> status code (tsl ErrnoToCode) for the errors reading a file can give.
@@ -72,55 +69,12 @@ class ConfigError(ValueError):
         return f"{self.code}: {self}"
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    root = Path(base) / "grpc-serving-course" / "protos"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        return root
-    except OSError:  # read-only home (some containers): fall back to the temp folder
-        root = Path(tempfile.gettempdir()) / "grpc-serving-course-protos"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
-
-
 def config_protos() -> ModuleType:
-    """The compiled `serving_config_pb2` module (compiled once per .proto content)."""
-    global _module
-    if _module is not None:
-        return _module
-    source = PROTO_FILE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    target = _cache_root() / digest
-    module_file = target / "serving_config_pb2.py"
-    if not module_file.exists():
-        from grpc_tools import protoc
+    """The compiled `serving_config_pb2` module, from the course's one proto cache
+    (`helpers.protos.load_proto`: compiled once per .proto content and compiler version)."""
+    from helpers.protos import load_proto
 
-        # Compile into a private folder, then rename: concurrent servers never see half a file.
-        staging = Path(tempfile.mkdtemp(prefix=f"{digest}-", dir=target.parent))
-        include = Path(protoc.__file__).resolve().parent / "_proto"
-        status = protoc.main(
-            [
-                "grpc_tools.protoc",
-                f"-I{PROTO_FILE.parent}",
-                f"-I{include}",
-                f"--python_out={staging}",
-                str(PROTO_FILE),
-            ]
-        )
-        if status != 0:
-            raise RuntimeError(f"protoc failed ({status}) on {PROTO_FILE}")
-        try:
-            staging.rename(target)
-        except OSError:  # another process won the race: use its copy
-            pass
-    spec = importlib.util.spec_from_file_location("course_serving_config_pb2", module_file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    _module = module
-    return module
+    return load_proto(PROTO_NAME).pb2
 
 
 def parse_text_proto(path: str | os.PathLike[str], message: M) -> M:

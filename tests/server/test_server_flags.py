@@ -193,8 +193,9 @@ def test_a_socket_path_in_a_missing_folder_is_refused(tmp_path: Path):
     result = _run_server(f"--port={free_port()}", f"--grpc_socket_path={missing}", *MODEL)
     assert result.returncode == 255
     assert result.stdout.splitlines() == [
-        f"Failed to start server. Error: could not listen on the UNIX socket {missing}: the "
-        f"folder {missing.parent} does not exist (create it or choose another --grpc_socket_path)"
+        "Failed to start server. Error: INVALID_ARGUMENT: could not listen on the UNIX socket "
+        f"{missing}: the folder {missing.parent} does not exist "
+        "(create it or choose another --grpc_socket_path)"
     ]
 
 

@@ -256,3 +256,12 @@ def test_the_server_imports_where_resource_does_not_exist():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "256"
+
+
+def test_config_messages_come_from_the_one_proto_cache():
+    """serving_config.proto is compiled by helpers.protos like every course proto (one cache)."""
+    from helpers.protos import load_proto
+    from helpers.server.config_files import config_protos
+
+    assert config_protos() is load_proto("serving_config").pb2
+    assert config_protos().SSLConfig.DESCRIPTOR.full_name == "course.serving.SSLConfig"
