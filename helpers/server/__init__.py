@@ -9,8 +9,9 @@ child process, where TensorFlow is imported.
         ...                                  # server.grpc_target, server.rest_url
 
 Inside (one module per concern): flags (the command line), config_files (text protos),
-app (start-up and shutdown), models (versions, policies, labels, polling), servable (one loaded
-SavedModel), tensors (TensorProto <-> NumPy), errors (TF Serving's codes and messages),
+app (start-up and shutdown), models (ServerCore: versions, policies, labels, polling), servable
+(one loaded SavedModel), tensors (TensorProto <-> NumPy), errors (TF Serving's codes and
+messages), calls (the one call path of both front ends: deadlines, errors, metrics),
 grpc_service (PredictionService, ModelService), health, batching, tls, rest and metrics
 (REST API, Prometheus), process (this package's Python API).
 """
