@@ -14,6 +14,12 @@ as this machine's numbers, not as constants.
 
     python -m helpers.bench            # the full run (about two minutes)
     python -m helpers.bench --quick    # a short smoke run (about twenty seconds)
+
+`--bounded-load` runs the hostile, bounded load instead (loopback only; every part bounded in
+calls and seconds): 32 callers for `--load-seconds` on gRPC and on REST (calls, errors,
+p50/p99, server RSS before and after), a rolling version update under that load (failed calls
+must be 0), a 50 MB REST body with a gRPC probe beside it, gzip bombs (peak RSS growth), and
+300 slow half-sent requests while both ports are probed.
 """
 
 from __future__ import annotations
@@ -429,7 +435,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="requests per second of the sustained run")
     parser.add_argument("--sustain", type=float, help="seconds of the sustained run")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--bounded-load", action="store_true", help="run the bounded hostile load instead"
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=LOAD_SECONDS,
+        help="seconds of each sustained part of --bounded-load",
+    )
     args = parser.parse_args(argv)
+    if args.bounded_load:
+        if not 0 < args.load_seconds <= 600:
+            parser.error("--load-seconds must be between 0 and 600")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return _bounded_load_main(args)
 
     settings = dict(QUICK if args.quick else DEFAULTS)
     for key in settings:
@@ -477,6 +497,270 @@ def _report(parser, args, base_path: Path, settings: dict) -> int:
     )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------ bounded load
+#: Callers of the sustained loads, and the bounded-load defaults.
+LOAD_CALLERS = 32
+LOAD_SECONDS = 60.0
+BIG_BODY_BYTES = 50 * 1024 * 1024
+SLOW_CLIENTS = 300
+
+
+def _server_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process in kB, from /proc (Linux; {} elsewhere)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def _load(call: Callable[[], Any], callers: int, seconds: float, during=None) -> dict[str, Any]:
+    """`callers` threads calling `call` in a loop for `seconds`; `during()` runs alongside."""
+    import threading
+
+    stop_at = time.monotonic() + seconds
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        mine, failed = [], []
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                failed.append(f"{type(exc).__name__}: {str(exc)[:160]}")
+            else:
+                mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+            errors.extend(failed)
+
+    threads = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    extra = during() if during is not None else None
+    for thread in threads:
+        thread.join(seconds + 120)
+    p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
+    return {
+        "calls": len(latencies) + len(errors),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "during": extra,
+    }
+
+
+def bounded_load(base_path: Path, model_name: str, seconds: float, log=print) -> dict:
+    """Run every bounded-load part against one embedded server; returns the numbers."""
+    import shutil
+    import socket
+    import threading
+    import zlib
+
+    import grpc
+    import requests
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from helpers.server.process import start_server
+
+    results: dict[str, Any] = {"cores": os.cpu_count(), "seconds": seconds}
+    server = start_server(base_path, model_name, timeout=180)
+    try:
+        pid = server.pid
+        request = predict_request(model_name, image_batch(1))
+        body = json.dumps({"instances": image_batch(1).tolist()})
+        url = f"{server.rest_url}/v1/models/{model_name}:predict"
+        local = threading.local()
+
+        def grpc_call() -> None:
+            if not hasattr(local, "stub"):
+                local.channel = grpc.insecure_channel(server.grpc_target)
+                local.stub = prediction_service_pb2_grpc.PredictionServiceStub(local.channel)
+            local.stub.Predict(request, timeout=30)
+
+        def rest_call() -> None:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            reply = local.session.post(url, data=body, timeout=30)
+            if reply.status_code != 200:
+                raise RuntimeError(f"HTTP {reply.status_code}: {reply.text[:120]}")
+
+        for name, call in (("grpc", grpc_call), ("rest", rest_call)):
+            log(f"{LOAD_CALLERS} callers on {name} for {seconds:g} s ...")
+            before = _server_memory_kb(pid)
+            row = _load(call, LOAD_CALLERS, seconds)
+            row.update(
+                rss_before_kb=before.get("VmRSS"), rss_after_kb=_server_memory_kb(pid).get("VmRSS")
+            )
+            results[name] = row
+            log(f"  {row}")
+
+        # A rolling update: version N+1 appears (written elsewhere, then renamed), is loaded
+        # and takes over, and the old one unloads, all while the callers keep calling.
+        versions = sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit())
+        newest = versions[-1]
+        staging = base_path.parent / f".staging-{newest + 1}"
+
+        def roll() -> dict:
+            time.sleep(min(5.0, seconds / 4))
+            shutil.copytree(base_path / str(newest), staging)
+            staging.rename(base_path / str(newest + 1))
+            started = time.monotonic()
+            with grpc.insecure_channel(server.grpc_target) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                while time.monotonic() - started < seconds:
+                    if stub.Predict(request, timeout=30).model_spec.version.value == newest + 1:
+                        return {"new_version_serving_after_s": time.monotonic() - started}
+                    time.sleep(0.05)
+            return {"new_version_serving_after_s": None}
+
+        log(f"rolling update to version {newest + 1} under {LOAD_CALLERS} gRPC callers ...")
+        results["rolling_update"] = _load(grpc_call, LOAD_CALLERS, seconds, during=roll)
+        log(f"  {results['rolling_update']}")
+
+        # A 50 MB REST body, with a gRPC probe calling every 10 ms beside it.
+        images = max(1, BIG_BODY_BYTES // len(body))
+        big = (
+            '{"instances": [' + ",".join([body[len('{"instances": [') : -2]] * images) + "]}"
+        ).encode()
+        probe_s: list[float] = []
+        finished = threading.Event()
+
+        def probe() -> None:
+            with grpc.insecure_channel(server.grpc_target) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                while not finished.is_set():
+                    started = time.perf_counter()
+                    stub.Predict(request, timeout=30)
+                    probe_s.append(time.perf_counter() - started)
+                    time.sleep(0.01)
+
+        log(f"one {len(big) / 1e6:.0f} MB REST body with a gRPC probe beside it ...")
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        before = _server_memory_kb(pid)
+        started = time.monotonic()
+        reply = requests.post(url, data=big, timeout=300)
+        took = time.monotonic() - started
+        finished.set()
+        prober.join(60)
+        p50, p99 = percentiles(probe_s)
+        results["big_body"] = {
+            "body_mb": len(big) / 1e6,
+            "status": reply.status_code,
+            "seconds": took,
+            "probe_calls": len(probe_s),
+            "probe_p50_ms": p50,
+            "probe_p99_ms": p99,
+            "rss_before_kb": before.get("VmRSS"),
+            "rss_after_kb": _server_memory_kb(pid).get("VmRSS"),
+        }
+        log(f"  {results['big_body']}")
+        del big
+
+        # gzip bombs: 1 GB of zeros in about 1 MB, sent four at a time, twice.
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+        chunk = bytes(16 * 1024 * 1024)
+        bomb = b"".join(compressor.compress(chunk) for _ in range(64)) + compressor.flush()
+        log(f"gzip bombs ({len(bomb) / 1e6:.1f} MB inflating to 1 GB), 8 of them ...")
+        before = _server_memory_kb(pid)
+        statuses: list[int] = []
+
+        def send_bomb() -> None:
+            answer = requests.post(
+                url, data=bomb, headers={"Content-Encoding": "gzip"}, timeout=120
+            )
+            statuses.append(answer.status_code)
+
+        for _ in range(2):
+            bombers = [threading.Thread(target=send_bomb) for _ in range(4)]
+            for thread in bombers:
+                thread.start()
+            for thread in bombers:
+                thread.join(180)
+        after = _server_memory_kb(pid)
+        results["gzip_bombs"] = {
+            "statuses": sorted(set(statuses)),
+            "count": len(statuses),
+            "peak_rss_before_kb": before.get("VmHWM"),
+            "peak_rss_after_kb": after.get("VmHWM"),
+            "peak_growth_mb": (after.get("VmHWM", 0) - before.get("VmHWM", 0)) / 1024,
+        }
+        log(f"  {results['gzip_bombs']}")
+
+        # 300 clients that send half a request and then nothing, while both ports are probed.
+        log(f"{SLOW_CLIENTS} slow half-sent requests, probing both ports ...")
+        slow: list[socket.socket] = []
+        refused = 0
+        half = (
+            f"POST /v1/models/{model_name}:predict HTTP/1.1\r\nHost: x\r\n"
+            "Content-Length: 100000\r\n"
+        ).encode()
+        for index in range(SLOW_CLIENTS):
+            port = server.address.rest_port if index % 2 == 0 else server.address.grpc_port
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(half if index % 2 == 0 else b"PRI * HTTP/2.0\r\n")
+                slow.append(sock)
+            except OSError:
+                refused += 1
+        probes = {"grpc_ok": 0, "rest_ok": 0, "failures": []}
+        try:
+            for _ in range(20):
+                for kind, call in (("grpc_ok", grpc_call), ("rest_ok", rest_call)):
+                    try:
+                        call()
+                        probes[kind] += 1
+                    except Exception as exc:  # noqa: BLE001
+                        probes["failures"].append(f"{kind}: {exc}"[:160])
+                time.sleep(0.1)
+        finally:
+            for sock in slow:
+                sock.close()
+        results["slow_clients"] = {"opened": len(slow), "refused": refused, **probes}
+        log(f"  {results['slow_clients']}")
+    finally:
+        server.stop()
+    return results
+
+
+def _bounded_load_main(args) -> int:
+    with tempfile.TemporaryDirectory(prefix="course-load-") as scratch:
+        base_path = args.model_base_path
+        if base_path is None:
+            from helpers.export import export_model
+            from helpers.model import build_model
+
+            print("Exporting an untrained 'mlp' course model for the run ...", flush=True)
+            export_model(build_model(seed=0), args.model_name, 1, base_dir=scratch)
+            base_path = Path(scratch) / args.model_name
+        else:
+            import shutil
+
+            copy = Path(scratch) / args.model_name  # the rolling update writes a new version
+            shutil.copytree(base_path, copy)
+            base_path = copy
+        results = bounded_load(
+            base_path.resolve(),
+            args.model_name,
+            args.load_seconds,
+            log=lambda m: print(m, flush=True),
+        )
+    print(json.dumps(results, indent=2, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
 
 

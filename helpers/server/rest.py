@@ -462,18 +462,25 @@ async def _read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
+#: One gzip body is inflated at a time: each may take up to MAX_INFLATED_BYTES of memory, so
+#: a handful of gzip bombs sent together would otherwise hold several times that at once.
+_INFLATING = threading.BoundedSemaphore(1)
+
+
 def inflate(body: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
     """A `Content-Encoding: gzip` body, inflated to at most `limit` bytes (TF Serving's cap)."""
     inflater = zlib.decompressobj(wbits=31)
     try:
-        data = inflater.decompress(body, limit + 1)
+        with _INFLATING:
+            data = inflater.decompress(body, limit + 1)
+            if len(data) > limit:
+                del data  # refused: give the memory back before the next one inflates
+                raise _invalid(
+                    f"The gzip request body inflates to more than {limit} bytes; "
+                    "send it uncompressed or split the request"
+                )
     except zlib.error as exc:
         raise _invalid(f"Failed to uncompress the gzip request body: {exc}") from None
-    if len(data) > limit:
-        raise _invalid(
-            f"The gzip request body inflates to more than {limit} bytes; "
-            "send it uncompressed or split the request"
-        )
     if not inflater.eof:
         raise _invalid("Failed to uncompress the gzip request body: it ends before its last block")
     return data

@@ -199,3 +199,34 @@ def test_metrics_route_and_plain_404(rest):
     assert ':tensorflow:serving:request_count{model_name="fake",status="OK"} 1.0' in text
     assert ':tensorflow:serving:request_count{model_name="other",status="NOT_FOUND"} 1.0' in text
     assert requests.get(url(rest, "/healthz")).status_code == 404
+
+
+def test_gzip_bombs_inflate_one_at_a_time():
+    """Four bombs at once hold one inflated buffer at a time, not four (peak memory bounded)."""
+    import tracemalloc
+    import zlib
+
+    from helpers.server.rest import inflate
+
+    limit = 8 * 1024 * 1024
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = compressor.compress(bytes(5 * limit)) + compressor.flush()
+    refused = []
+
+    def send() -> None:
+        with pytest.raises(ServingError) as caught:
+            inflate(bomb, limit)
+        refused.append(caught.value.http_status)
+
+    tracemalloc.start()
+    try:
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused == [400] * 4
+    assert peak < 2.5 * limit, f"peak {peak / 2**20:.0f} MiB for four {limit / 2**20:.0f} MiB caps"
