@@ -233,6 +233,8 @@ class RestApi:
         if route.kind == "metadata":
             return metadata_json(self.calls.servable(target))
         remaining = deadline.remaining()
+        if remaining is not None and remaining <= 0:
+            raise deadline_exceeded()  # queued past its deadline: not even parsed
         doc = json_tensors.parse_request(body, None if remaining is None else max(0.0, remaining))
         target = Target(
             route.model_name, route.version, route.label, json_tensors.signature_name_of(doc)
@@ -433,7 +435,8 @@ class RestServer:
             # The answer comes from the call itself (TensorFlow stops the run at the deadline).
             # Past the deadline by BACKSTOP_S, work that is not a Session run (JSON, for one) is
             # still going: the client gets its 504 now; the call is counted when it ends.
-            backstop = None if deadline.at is None else self.timeout + BACKSTOP_S
+            remaining = deadline.remaining()
+            backstop = None if remaining is None else max(0.0, remaining) + BACKSTOP_S
             text = await asyncio.wait_for(asyncio.shield(call), backstop)
         except asyncio.TimeoutError:
             error = deadline_exceeded()
