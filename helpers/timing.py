@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = course_notebooks(options.numbers)
     readme = config.course_root() / "README.md"
-    readme_text = readme.read_text()
-    with_readme_times(readme_text, {path.stem: 0 for path in paths})  # fail early: rows exist
+    with_readme_times(readme.read_text(), {path.stem: 0 for path in paths})  # fail early
 
     saved_models = os.environ.get(config.MODELS_DIR_ENV)
     scratch = None
@@ -177,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         notebook = nbformat.read(path, as_version=4)
         set_overview_time(notebook, measured[path.stem])
         nbformat.write(notebook, path)
-    readme.write_text(with_readme_times(readme_text, measured))
+    # read again: the run takes minutes, and the README may have changed meanwhile
+    readme.write_text(with_readme_times(readme.read_text(), measured))
     for name in TIMED_DOCUMENTS[1:]:  # their tables may list fewer notebooks than the README
         document = config.course_root() / name
         if document.is_file():
