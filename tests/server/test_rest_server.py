@@ -23,13 +23,18 @@ from helpers.server.errors import ServingError, deadline_exceeded
 from helpers.server.metrics import ServingMetrics
 from helpers.server.rest import Route, parse_route, start_rest_server
 
+#: An input value that holds the call until the servable's gate opens.
+HOLD = -99.0
+
 
 class FakeServable:
-    """One signature `serving_default`: x float32 [-1] -> y = 2x; x < 0 sleeps |x| seconds."""
+    """One signature `serving_default`: x float32 [-1] -> y = 2x; x < 0 sleeps |x| seconds,
+    and x == HOLD waits until `gate` is set."""
 
     name, version = "fake", 3
 
     def __init__(self) -> None:
+        self.gate = threading.Event()
         signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
         signature.inputs["x"].dtype = types_pb2.DT_FLOAT
         signature.outputs["y"].dtype = types_pb2.DT_FLOAT
@@ -38,7 +43,9 @@ class FakeServable:
     def run(self, signature_name, inputs, output_filter=(), *, timeout_in_ms=0):
         """Like a Session run with RunOptions.timeout_in_ms: stops at the timeout."""
         x = inputs["x"]
-        if x.size and x.min() < 0:
+        if x.size and x.min() == HOLD:
+            self.gate.wait(60)
+        elif x.size and x.min() < 0:
             seconds = float(-x.min())
             if 0 < timeout_in_ms < seconds * 1000:
                 time.sleep(timeout_in_ms / 1000)
@@ -69,16 +76,20 @@ class FakeManager:
 
 @pytest.fixture
 def rest():
-    server = start_rest_server(
-        FakeManager(),
+    server = start_fake_rest()
+    yield server
+    server.stop()
+
+
+def start_fake_rest(manager=None, timeout_ms: int = 2000):
+    return start_rest_server(
+        manager or FakeManager(),
         "127.0.0.1",
         0,
-        timeout_ms=2000,
+        timeout_ms=timeout_ms,
         monitoring_path="/monitoring/prometheus/metrics",
         serving_metrics=ServingMetrics(),
     )
-    yield server
-    server.stop()
 
 
 def url(server, path: str) -> str:
@@ -159,23 +170,29 @@ def test_stop_frees_the_port_and_finishes_calls_in_flight():
     server.stop()  # stopping twice is harmless
 
 
-def test_a_slow_call_does_not_block_others(rest):
+def test_a_slow_call_does_not_block_others():
+    """The held call cannot end before its gate opens: whatever answers first did not wait."""
+    manager = FakeManager()
+    held = manager.fake
+    rest = start_fake_rest(manager, timeout_ms=60_000)  # the held call must not time out
     results = {}
 
     def slow():
         results["slow"] = requests.post(
-            url(rest, "/v1/models/fake:predict"), json={"inputs": [-1.0]}
+            url(rest, "/v1/models/fake:predict"), json={"inputs": [HOLD]}
         ).json()
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.1)
-    started = time.perf_counter()
-    assert requests.get(url(rest, "/v1/models/fake")).status_code == 200
-    fast = requests.post(url(rest, "/v1/models/fake:predict"), json={"inputs": [1.0]}).json()
-    assert time.perf_counter() - started < 0.8
-    thread.join()
-    assert fast == {"outputs": [2.0]} and results["slow"] == {"outputs": [-2.0]}
+    try:
+        assert requests.get(url(rest, "/v1/models/fake")).status_code == 200
+        fast = requests.post(url(rest, "/v1/models/fake:predict"), json={"inputs": [1.0]}).json()
+        assert thread.is_alive() and "slow" not in results  # answered while the other was held
+    finally:
+        held.gate.set()
+        thread.join(timeout=30)
+        rest.stop()
+    assert fast == {"outputs": [2.0]} and results["slow"] == {"outputs": [2 * HOLD]}
 
 
 def test_timeout_answers_504(rest):
