@@ -57,8 +57,8 @@ def _group(nodeid: str) -> str:
 
 #: How many JupyterLabs share the browser test's Run All of every notebook.
 BROWSER_LABS = 2
-#: Test files that are one long test each: scheduled right after the browser's groups.
-LONG_FILES = ("tests/test_wheelhouse.py",)
+#: Test files that take minutes (an install, notebooks): scheduled right after the browser.
+LONG_FILES = ("tests/test_wheelhouse.py", "tests/test_classroom.py")
 
 
 #: Tests whose outcome rests on timing: deadlines, races, concurrent calls, measured runs.
@@ -141,8 +141,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         path = item.nodeid.split("::")[0]
         if path in TIMING_FILES:
             item.add_marker(pytest.mark.timing)
-        if path == "tests/test_notebooks.py" and hasattr(item, "callspec"):
-            item.add_marker(pytest.mark.notebook)
+        if getattr(item, "originalname", "").startswith("test_notebook_runs"):
+            item.add_marker(pytest.mark.notebook)  # a whole notebook through papermill
     # A stable sort: tests keep their order inside a group, a group's tests stay together, and
     # the controller hands groups out in this order (--no-loadscope-reorder).
     items.sort(key=lambda item: plan.group(item.nodeid)[::-1])

@@ -9,14 +9,11 @@ notebooks 00 and 05 run by papermill with their usual small parameters and check
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
-import papermill
 import pytest
 
 from helpers import client, config
@@ -70,25 +67,11 @@ def test_blocking_tensorflow_really_blocks_it():
 
 @pytest.mark.parametrize("name", SHARED_SERVER_NOTEBOOKS)
 def test_notebook_runs_against_the_shared_server(name, learner, tmp_path, monkeypatch):
-    from test_notebooks import CASES, NOTEBOOKS
+    from test_notebooks import run_notebook
 
-    parameters, check = CASES[name]
-    records = tmp_path / "records.json"
-    monkeypatch.setenv("COURSE_RECORD_FILE", str(records))
-    executed = tmp_path / f"{name}.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"),
-        str(executed),
-        parameters=parameters,
-        cwd=str(NOTEBOOKS),
-        progress_bar=False,
-        execution_timeout=300,
-    )
-    check(json.loads(records.read_text()))
+    _, executed = run_notebook(name, tmp_path, monkeypatch)
     text = "\n".join(
-        output.get("text", "")
-        for cell in nbformat.read(executed, as_version=4).cells
-        for output in cell.get("outputs", [])
+        output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])
     )
     # The notebook says which server it used: the shared one, never one of its own.
     if name.startswith("00"):

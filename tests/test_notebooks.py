@@ -259,15 +259,12 @@ def test_every_notebook_has_a_papermill_case():
     assert on_disk == set(CASES), "add a case (parameters and checks) for each notebook"
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_notebook_runs_with_small_parameters(name, tmp_path, monkeypatch):
+def run_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[dict, object]:
+    """Run notebooks/<name>.ipynb with its small parameters into `tmp_path`, check what it
+    recorded, and return (the records, the executed notebook)."""
     parameters, check = CASES[name]
     records = tmp_path / "records.json"
     monkeypatch.setenv("COURSE_RECORD_FILE", str(records))
-    monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path / "models"))
-    scratch = tmp_path / "tmp"  # the kernel's temporary folder: it must be empty afterwards
-    scratch.mkdir()
-    monkeypatch.setenv("TMPDIR", str(scratch))
     executed = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"),
@@ -278,10 +275,21 @@ def test_notebook_runs_with_small_parameters(name, tmp_path, monkeypatch):
         execution_timeout=300,
     )
     assert records.is_file(), f"{name} recorded nothing"
-    check(json.loads(records.read_text()))
+    recorded = json.loads(records.read_text())
+    check(recorded)
+    return recorded, nbformat.read(executed, as_version=4)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_notebook_runs_with_small_parameters(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_MODELS_DIR", str(tmp_path / "models"))
+    scratch = tmp_path / "tmp"  # the kernel's temporary folder: it must be empty afterwards
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    _, executed = run_notebook(name, tmp_path, monkeypatch)
     assert not any(
         output.get("output_type") == "error"
-        for cell in nbformat.read(executed, as_version=4).cells
+        for cell in executed.cells
         for output in cell.get("outputs", [])
     )
     leftovers = sorted(path.name for path in scratch.iterdir())
