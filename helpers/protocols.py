@@ -226,8 +226,9 @@ def embedded_server_steps(
     the very bytes each route sends:
 
     - REST parse: the JSON body read as TF Serving reads it (`json_tensors.parse_request`; a body
-      of `json_document.PARSE_ELSEWHERE_BYTES` or more goes to a child process and comes back
-      pickled, as in the server) and turned into a float32 tensor (`predict_inputs`);
+      of `json_document.PARSE_ELSEWHERE_BYTES` or more goes to a child process and its tensor
+      comes back as one array, as in the server's predict route) and turned into a float32
+      tensor (`predict_inputs`);
     - REST write: the answer written as TF Serving's JSON (`predict_response`), then encoded;
     - gRPC parse: `PredictRequest.FromString` (grpcio does this before the servicer runs) and
       the TensorProto turned into an array (`tensors.decode`);
@@ -248,7 +249,7 @@ def embedded_server_steps(
     grpc_body = routes["gRPC"].encode(images)
 
     def rest_parse() -> None:
-        doc = json_tensors.parse_request(rest_body)
+        doc = json_tensors.parse_request(rest_body, dense=True)
         booleans = b"true" in rest_body or b"false" in rest_body
         json_tensors.predict_inputs(doc, {input_key: types_pb2.DT_FLOAT}, has_booleans=booleans)
 

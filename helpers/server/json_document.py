@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: Bytes after which JsonValueToDebugString stops writing (kMaxJsonDebugStringBytes).
 DEBUG_STRING_LIMIT = 256
 #: Deepest nesting the reader builds. TF Serving has no limit, but its recursive tensor
@@ -77,6 +79,11 @@ class JsonObject(dict):
     def __len__(self) -> int:
         return len(self.members)
 
+    def __reduce__(self):
+        # Pickled by its members: a dict subclass is otherwise rebuilt from `items()`, and the
+        # later of two repeated keys would win the lookups (the parser process pickles these).
+        return (JsonObject, (self.members,))
+
 
 # ============================================================================ reading
 
@@ -113,14 +120,17 @@ def _needs_exact_reader(body: bytes) -> bool:
     return b"\\u" in body and _ESCAPED_SURROGATE.search(body) is not None
 
 
-def parse(body: bytes, timeout: float | None = None) -> Any:
+def parse(body: bytes, timeout: float | None = None, *, dense: bool = False) -> Any:
     """Parse a request body as TF Serving does, or raise JsonParseError with its message.
 
     A body of PARSE_ELSEWHERE_BYTES or more is parsed in a child process (see ParserProcess),
-    for at most `timeout` seconds (None: PARSE_TIMEOUT_S); past it, ParseTimeout.
+    for at most `timeout` seconds (None: PARSE_TIMEOUT_S); past it, ParseTimeout. `dense=True`:
+    the caller takes the `instances` / `inputs` members of such a body as DenseArrays where
+    they can be (see DenseArray); otherwise every value is plain Python.
     """
     if len(body) >= PARSE_ELSEWHERE_BYTES:
-        return _PARSER_PROCESS.parse(body, PARSE_TIMEOUT_S if timeout is None else timeout)
+        doc = _PARSER_PROCESS.parse(body, PARSE_TIMEOUT_S if timeout is None else timeout)
+        return doc if dense else materialize(doc)
     return parse_here(body)
 
 
@@ -737,6 +747,14 @@ class _DebugWriter:
                 self.start(True)
                 pending.append(_END)
                 pending.extend(reversed(item))
+            elif isinstance(item, DenseArray):
+                # Written as its list would be; each element takes a byte or more, so the first
+                # `limit` of them are all that can be written.
+                self.start(True)
+                pending.append(_END)
+                head = item.array[: self.limit]
+                rows = [DenseArray(row) for row in head] if head.ndim > 1 else head.tolist()
+                pending.extend(reversed(rows))
             elif isinstance(item, dict):
                 self.start(False)
                 pending.append(_END)
@@ -792,8 +810,8 @@ class ParseTimeout(TimeoutError):
 class ParserProcess:
     """One child process (`python -m helpers.server.json_document`) that parses bodies in turn.
 
-    It starts on first use, imports nothing but this module, and exits when its stdin closes
-    (so it never outlives the server). If it fails, the body is parsed here instead.
+    It starts on first use, imports nothing but this module and NumPy, and exits when its stdin
+    closes (so it never outlives the server). If it fails, the body is parsed here instead.
     """
 
     def __init__(self) -> None:
@@ -897,15 +915,89 @@ def stop_parser_process() -> None:
 #: Elements of a long list pickled together: the parent unpickles them slice by slice, so no
 #: single call holds its interpreter for long (and other requests' threads run in between).
 _PICKLE_SLICE = 256
+#: The members of a request that hold tensors (TF Serving's predict keys), and that the child
+#: sends as arrays when it can.
+_TENSOR_KEYS = ("instances", "inputs")
 
 
-def _pack(value: Any, levels: int = 2) -> Any:
-    """Split the long lists of the top `levels` of a document into pickled slices.
+class DenseArray:
+    """A JSON array the child sent as one NumPy array instead of millions of Python objects.
 
-    A packed part is a tuple `(kind, parts)`: JSON values are never tuples, so nothing else is.
+    Only a rectangular array whose every leaf is a float (read as float64), or every leaf an
+    int in int64's range, becomes one: `to_list()` gives back exactly the values the parser
+    read, so nothing a request can say is lost. A 50 MB body of numbers, rebuilt in the server
+    as Python lists, kept its interpreter busy (allocating, collecting, freeing) for hundreds of
+    milliseconds at a time, stalling every other call; as an array it is one buffer.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def to_list(self) -> list:
+        """The JSON array as the parser built it, a row at a time (other threads run between)."""
+        if self.array.ndim == 1:
+            flat: list = []
+            for start in range(0, len(self.array), _PICKLE_SLICE * 64):
+                flat.extend(self.array[start : start + _PICKLE_SLICE * 64].tolist())
+            return flat
+        return [row.tolist() for row in self.array]
+
+
+def dense_array(value: Any) -> DenseArray | None:
+    """`value` as a DenseArray when it is a non-empty rectangular list of only floats or only
+    ints that fit int64; otherwise None (the value then travels as Python objects)."""
+    if not isinstance(value, list) or not value:
+        return None
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        return None  # ragged, or mixed with other kinds
+    if array.dtype not in (np.float64, np.int64) or array.size == 0:
+        return None
+    leaves = np.empty(array.shape, dtype=object)
+    try:
+        leaves[...] = value
+    except (ValueError, TypeError):
+        return None
+    # NumPy reads True as 1 and mixes ints into floats; either would change what the value says.
+    if {type(leaf) for leaf in leaves.flat} != {float if array.dtype == np.float64 else int}:
+        return None
+    return DenseArray(array)
+
+
+def materialize(doc: Any, levels: int = 2) -> Any:
+    """The document with every DenseArray (they sit in its top `levels`) back as Python lists,
+    as `parse_here` returns it."""
+    if isinstance(doc, DenseArray):
+        return doc.to_list()
+    if levels and isinstance(doc, dict) and not isinstance(doc, JsonObject):
+        changed = {
+            key: plain
+            for key, value in doc.items()
+            if isinstance(value, (DenseArray, dict))
+            and (plain := materialize(value, levels - 1)) is not value
+        }
+        if changed:
+            return {**doc, **changed}
+    return doc
+
+
+def _pack(value: Any, levels: int = 2, *, tensors: bool = True) -> Any:
+    """What the child sends back: tensor members as DenseArrays when they can be, and the long
+    lists of the top `levels` of the document split into pickled slices.
+
+    A sliced part is a tuple `(kind, parts)`: JSON values are never tuples, so nothing else is.
     """
     if levels and isinstance(value, dict) and not isinstance(value, JsonObject):
-        return ("dict", [(key, _pack(item, levels - 1)) for key, item in value.items()])
+        return (
+            "dict",
+            [
+                (key, _pack_member(item, levels - 1, tensors and key in _TENSOR_KEYS))
+                for key, item in value.items()
+            ],
+        )
     if isinstance(value, list) and len(value) > _PICKLE_SLICE:
         return (
             "list",
@@ -915,6 +1007,18 @@ def _pack(value: Any, levels: int = 2) -> Any:
             ],
         )
     return value
+
+
+def _pack_member(value: Any, levels: int, holds_tensors: bool) -> Any:
+    """One member of the document: `instances`, `inputs` and the named members of `inputs`
+    go as DenseArrays when they can."""
+    if holds_tensors:
+        dense = dense_array(value)
+        if dense is not None:
+            return dense
+        if isinstance(value, dict) and not isinstance(value, JsonObject):
+            return ("dict", [(key, _pack_member(item, 0, True)) for key, item in value.items()])
+    return _pack(value, levels, tensors=False)
 
 
 def _unpack(value: Any) -> Any:
@@ -966,4 +1070,8 @@ def _serve_parses() -> None:
 
 
 if __name__ == "__main__":
-    _serve_parses()
+    # Run from the importable module, so what is pickled (JsonObject, DenseArray) names it
+    # rather than __main__, and the parent can load it.
+    from helpers.server import json_document
+
+    json_document._serve_parses()

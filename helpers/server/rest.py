@@ -234,8 +234,10 @@ class RestApi:
             return metadata_json(self.calls.servable(target))
         remaining = deadline.remaining()
         if remaining is not None and remaining <= 0:
-            raise deadline_exceeded()  # queued past its deadline: not even parsed
-        doc = json_tensors.parse_request(body, None if remaining is None else max(0.0, remaining))
+            raise deadline_exceeded()  # queued past its deadline (see _dispatch): not read
+        doc = json_tensors.parse_request(
+            body, None if remaining is None else max(0.0, remaining), dense=route.kind == "predict"
+        )
         target = Target(
             route.model_name, route.version, route.label, json_tensors.signature_name_of(doc)
         )
@@ -427,8 +429,10 @@ class RestServer:
             return self._error_response(err)
         inference = route.kind in ("predict", "classify", "regress")
         # --rest_api_timeout_in_ms bounds the Session run (RunOptions.timeout_in_ms, as in
-        # http_rest_api_handler.cc); it is counted from here, so time spent queued for a worker
-        # or parsing JSON is part of it and the worker is free again by the deadline.
+        # http_rest_api_handler.cc). One deliberate difference: TF Serving counts it from the
+        # start of the run, this server from the request's arrival, so time queued for a worker
+        # or parsing JSON is part of it; the client has its 504 by the deadline (plus
+        # BACKSTOP_S), and a call still queued then is failed unread rather than run for no one.
         deadline = Deadline.after_ms(self.timeout_ms if inference else None, start=started)
         call = loop.run_in_executor(self._executor, self.api.handle, route, body, deadline)
         try:
