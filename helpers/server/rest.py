@@ -474,23 +474,41 @@ async def _read_body(request: web.Request) -> bytes:
 _INFLATING = threading.BoundedSemaphore(1)
 
 
+#: Bytes inflated per step: a body past the limit is refused after at most this much more.
+_INFLATE_STEP = 1 << 20
+
+
 def inflate(body: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
-    """A `Content-Encoding: gzip` body, inflated to at most `limit` bytes (TF Serving's cap)."""
+    """A `Content-Encoding: gzip` body, inflated to at most `limit` bytes (TF Serving's cap).
+
+    It is inflated a step at a time and counted as it goes, so a gzip bomb costs `limit` bytes
+    of memory before it is refused (one call asked for `limit` at once and held about twice
+    that while zlib's output buffer grew and was joined).
+    """
     inflater = zlib.decompressobj(wbits=31)
+    steps: list[bytes] = []
+    size = 0
+    pending = body
     try:
         with _INFLATING:
-            data = inflater.decompress(body, limit + 1)
-            if len(data) > limit:
-                del data  # refused: give the memory back before the next one inflates
-                raise _invalid(
-                    f"The gzip request body inflates to more than {limit} bytes; "
-                    "send it uncompressed or split the request"
-                )
+            while not inflater.eof:
+                step = inflater.decompress(pending, _INFLATE_STEP)
+                pending = inflater.unconsumed_tail
+                if not step and not pending:
+                    break  # the input ended before the gzip stream did
+                size += len(step)
+                if size > limit:
+                    del steps[:], step  # refused: free it before the next one inflates
+                    raise _invalid(
+                        f"The gzip request body inflates to more than {limit} bytes; "
+                        "send it uncompressed or split the request"
+                    )
+                steps.append(step)
     except zlib.error as exc:
         raise _invalid(f"Failed to uncompress the gzip request body: {exc}") from None
     if not inflater.eof:
         raise _invalid("Failed to uncompress the gzip request body: it ends before its last block")
-    return data
+    return b"".join(steps)
 
 
 class _BoundedSite(web.TCPSite):

@@ -11,6 +11,7 @@ import gzip
 import http.client
 import json
 import logging
+import random
 import socket
 import threading
 import time
@@ -269,6 +270,15 @@ def test_inflate_cap_is_exact():
     assert rest.inflate(gzip.compress(data), limit=1000) == data
     with pytest.raises(Exception, match="more than 999 bytes"):
         rest.inflate(gzip.compress(data), limit=999)
+
+
+@pytest.mark.parametrize("size", [rest._INFLATE_STEP, 3 * rest._INFLATE_STEP + 5])
+def test_bodies_of_many_inflate_steps_come_back_whole(size):
+    """Inflated a step at a time: zeros (a little input, much output) and random bytes."""
+    for data in (bytes(size), random.Random(size).randbytes(size)):
+        assert rest.inflate(gzip.compress(data), limit=size) == data
+        with pytest.raises(Exception, match=f"more than {size - 1} bytes"):
+            rest.inflate(gzip.compress(data), limit=size - 1)
 
 
 # ----------------------------------------------------------------------------- connections
