@@ -14,6 +14,7 @@ measured run times. Groups are handed out longest first, so the long ones never 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -126,13 +127,10 @@ class Schedule:
         return path, 0 if path.startswith("tests/server/") else 1
 
 
-_schedule: list[Schedule] = []
-
-
+@functools.cache
 def schedule() -> Schedule:
-    if not _schedule:
-        _schedule.append(Schedule())
-    return _schedule[0]
+    """This process's schedule, built once."""
+    return Schedule()
 
 
 def pytest_collection_modifyitems(config, items) -> None:

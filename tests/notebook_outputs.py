@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import configparser
 import copy
+import functools
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -39,14 +40,15 @@ NOT_COMPARED = frozenset(
 )
 
 
-def sanitize_patterns(path: Path = SANITIZE_FILE) -> list[tuple[re.Pattern, str]]:
-    """The (regex, replacement) pairs of an nbval sanitize file, in file order."""
+@functools.cache
+def sanitize_patterns(path: Path = SANITIZE_FILE) -> tuple[tuple[re.Pattern, str], ...]:
+    """The (regex, replacement) pairs of an nbval sanitize file, in file order (read once)."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(path)
-    return [
+    return tuple(
         (re.compile(parser[section]["regex"]), parser[section]["replace"])
         for section in parser.sections()
-    ]
+    )
 
 
 def sanitize(value, patterns):

@@ -50,16 +50,18 @@ def _start(base_dir: Path) -> object:
 
 
 #: This worker's shared, read-only server, started by the first module that asks for it.
-_shared: list[object] = []
+_shared = None
 
 
 @pytest.fixture(scope="module")
 def served_mnist(tmp_path_factory, pytestconfig) -> object:
-    """The worker's shared server (read-only: see the module's docstring)."""
-    if not _shared or not _shared[0].is_running():
-        _shared[:] = [_start(tmp_path_factory.mktemp("served-shared"))]
-        pytestconfig.add_cleanup(_shared[0].stop)  # when this worker's session ends
-    return _shared[0]
+    """The worker's shared server (read-only: see the module's docstring), started again if a
+    test left it stopped."""
+    global _shared
+    if _shared is None or not _shared.is_running():
+        _shared = _start(tmp_path_factory.mktemp("served-shared"))
+        pytestconfig.add_cleanup(_shared.stop)  # when this worker's session ends
+    return _shared
 
 
 @pytest.fixture(scope="module")

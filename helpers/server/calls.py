@@ -201,22 +201,19 @@ class Calls:
             )
         return servable, outputs
 
-    def classify(
-        self, target: Target, request_input: Any, *, deadline: Deadline = NO_DEADLINE
+    def examples(
+        self,
+        kind: str,
+        target: Target,
+        request_input: Any,
+        *,
+        deadline: Deadline = NO_DEADLINE,
     ) -> tuple[Servable, Any]:
-        """Classify tf.Examples; returns the servable used and the ClassificationResult."""
+        """Classify or regress tf.Examples (`kind`: "classify" or "regress"); returns the
+        servable used and the ClassificationResult or RegressionResult."""
         with self._using(target) as servable:
-            result = servable.classify(
-                target.signature_name, request_input, timeout_in_ms=deadline.timeout_in_ms()
-            )
-        return servable, result
-
-    def regress(
-        self, target: Target, request_input: Any, *, deadline: Deadline = NO_DEADLINE
-    ) -> tuple[Servable, Any]:
-        """Regress tf.Examples; returns the servable used and the RegressionResult."""
-        with self._using(target) as servable:
-            result = servable.regress(
+            run = servable.classify if kind == "classify" else servable.regress
+            result = run(
                 target.signature_name, request_input, timeout_in_ms=deadline.timeout_in_ms()
             )
         return servable, result

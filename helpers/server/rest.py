@@ -244,10 +244,9 @@ class RestApi:
         if route.kind == "predict":
             return self._predict(target, doc, body, deadline)
         request_input = json_tensors.examples_input(doc)
+        _, result = self.calls.examples(route.kind, target, request_input, deadline=deadline)
         if route.kind == "classify":
-            _, result = self.calls.classify(target, request_input, deadline=deadline)
             return json_tensors.classify_response(result)
-        _, result = self.calls.regress(target, request_input, deadline=deadline)
         return json_tensors.regress_response(result)
 
     def _predict(self, target: Target, doc: dict, body: bytes, deadline: Deadline) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -45,25 +46,31 @@ def test_session_run_stops_at_its_timeout(toy_manager):
 
 def test_grpc_deadline_frees_the_only_worker(toy_manager):
     """With one worker thread, a call after an over-deadline one is served: the run stopped."""
+    with one_worker_stub(toy_manager) as stub:
+        slow = predict_request({"n": FOREVER}, name=TOY, signature="spin")
+        error = rpc_error(stub.Predict, slow, timeout=1)
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        started = time.monotonic()
+        quick = predict_request({"x": np.array([1.0], np.float32)}, name=TOY)
+        response = stub.Predict(quick, timeout=60)
+        print(f"next call answered {time.monotonic() - started:.2f} s after the deadline")
+        assert list(response.outputs["y"].float_val) == [3.0]
+
+
+@contextmanager
+def one_worker_stub(manager, serving_metrics=None):
+    """A PredictionService stub on an in-process gRPC server with a single worker thread."""
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from helpers.server.grpc_service import add_services
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    add_services(server, toy_manager)
+    add_services(server, manager, serving_metrics)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            slow = predict_request({"n": FOREVER}, name=TOY, signature="spin")
-            error = rpc_error(stub.Predict, slow, timeout=1)
-            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            started = time.monotonic()
-            quick = predict_request({"x": np.array([1.0], np.float32)}, name=TOY)
-            response = stub.Predict(quick, timeout=60)
-            print(f"next call answered {time.monotonic() - started:.2f} s after the deadline")
-            assert list(response.outputs["y"].float_val) == [3.0]
+            yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
     finally:
         server.stop(0)
 
@@ -167,29 +174,18 @@ def test_a_rest_timeout_stops_tensorflow_and_frees_the_only_worker(toy_manager):
 
 def test_queued_grpc_calls_are_counted_once(toy_manager):
     """The gRPC front end counts each call at most once too, on the metrics it was given."""
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    from helpers.server.grpc_service import add_services
     from helpers.server.metrics import ServingMetrics
 
     serving_metrics = ServingMetrics()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    add_services(server, toy_manager, serving_metrics)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            slow = predict_request({"n": FOREVER}, name=TOY, signature="spin")
-            with futures.ThreadPoolExecutor(2) as pool:
-                errors = list(pool.map(lambda _: rpc_error(stub.Predict, slow, timeout=1), [0, 1]))
-            assert [e.code() for e in errors] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
-            quick = predict_request({"x": np.array([1.0], np.float32)}, name=TOY)
-            stub.Predict(quick, timeout=60)
-            missing = predict_request({"x": np.array([1.0], np.float32)}, name="nope")
-            assert rpc_error(stub.Predict, missing).code() == grpc.StatusCode.NOT_FOUND
-    finally:
-        server.stop(0)
+    with one_worker_stub(toy_manager, serving_metrics) as stub:
+        slow = predict_request({"n": FOREVER}, name=TOY, signature="spin")
+        with futures.ThreadPoolExecutor(2) as pool:
+            errors = list(pool.map(lambda _: rpc_error(stub.Predict, slow, timeout=1), [0, 1]))
+        assert [e.code() for e in errors] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+        quick = predict_request({"x": np.array([1.0], np.float32)}, name=TOY)
+        stub.Predict(quick, timeout=60)
+        missing = predict_request({"x": np.array([1.0], np.float32)}, name="nope")
+        assert rpc_error(stub.Predict, missing).code() == grpc.StatusCode.NOT_FOUND
     assert _count(serving_metrics, TOY, "OK") == 1
     # The first run is stopped by TensorFlow's timeout and counted once. The queued one is
     # counted once too when gRPC hands it to the service, stopped at once (1 ms), but gRPC may
