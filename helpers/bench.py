@@ -522,6 +522,15 @@ def _server_memory_kb(pid: int) -> dict[str, int]:
     return values
 
 
+def _reset_peak_memory(pid: int) -> None:
+    """Start VmHWM again from the current RSS (Linux's clear_refs "5"), so a later peak is this
+    part's own and not an earlier part's high-water mark."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then includes earlier parts
+
+
 def _load(call: Callable[[], Any], callers: int, seconds: float, during=None) -> dict[str, Any]:
     """`callers` threads calling `call` in a loop for `seconds`; `during()` runs alongside."""
     import threading
@@ -675,6 +684,7 @@ def bounded_load(base_path: Path, model_name: str, seconds: float, log=print) ->
         chunk = bytes(16 * 1024 * 1024)
         bomb = b"".join(compressor.compress(chunk) for _ in range(64)) + compressor.flush()
         log(f"gzip bombs ({len(bomb) / 1e6:.1f} MB inflating to 1 GB), 8 of them ...")
+        _reset_peak_memory(pid)
         before = _server_memory_kb(pid)
         statuses: list[int] = []
 
