@@ -275,6 +275,23 @@ class ServerProcess:
         """What the server has logged so far (the last LOG_LINES_KEPT lines)."""
         return list(self._lines)
 
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> bool:
+        """True once a logged line contains `text`, False if none does within `timeout` s.
+
+        The log reaches this process through a reader thread, so a line the server has just
+        written (say, before answering a call) may not be in `log_lines()` yet.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(text in line for line in self.log_lines()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            if not self.is_running():
+                self._reader.join(timeout=0.5)  # what the process wrote last is still coming
+                return any(text in line for line in self.log_lines())
+            time.sleep(0.05)
+
     def _tail(self, count: int = 15) -> str:
         if not self.is_running():
             self._reader.join(timeout=0.5)  # let the reader drain what the process wrote last
@@ -434,6 +451,10 @@ class ExternalServer:
 
     def log_lines(self) -> list[str]:
         return []
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> bool:
+        """Always False: this process cannot read the server's log."""
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Nothing to do: this process does not own the server."""

@@ -73,10 +73,7 @@ def test_ports_stay_closed_while_loading_and_a_signal_stops_the_retries(tmp_path
         code, seconds = _wait_exit(server)
         print(f"stopped while retrying a failed load in {seconds:.2f} s")
         assert code == 0, "\n".join(server.log_lines()[-15:])
-        assert any(
-            "Stop requested before the models finished loading" in line
-            for line in server.log_lines()
-        )
+        assert server.wait_for_log("Stop requested before the models finished loading")
     finally:
         server.stop()
 

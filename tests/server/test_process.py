@@ -249,10 +249,8 @@ def test_process_api_addresses_and_logs(stoppable):
     assert stoppable.address.grpc_target == stoppable.grpc_target
     assert stoppable.is_running() and stoppable.pid > 0
     assert stoppable.wait_until_available(TOY, timeout=10) == 1
-    assert any(
-        "Successfully loaded servable version {name: toy version: 1}" in line
-        for line in stoppable.log_lines()
-    )
+    assert stoppable.wait_for_log("Successfully loaded servable version {name: toy version: 1}")
+    assert not stoppable.wait_for_log("a line no server writes", timeout=0.2)
 
 
 def test_another_server_on_the_port_is_not_mistaken_for_ours(stoppable, model_store):
@@ -285,7 +283,7 @@ def test_graceful_stop_finishes_the_call_in_flight(stoppable):
         stub.Predict, predict_request({"x": np.ones(1, np.float32)}, name=TOY), timeout=5
     )
     assert after.code() == grpc.StatusCode.UNAVAILABLE
-    assert any("Stopping: finishing calls in flight" in line for line in stoppable.log_lines())
+    assert stoppable.wait_for_log("Stopping: finishing calls in flight")
     channel.close()
 
 
@@ -376,7 +374,7 @@ def test_config_file_is_polled_for_changes(model_store, tmp_path):
     try:
         config.write_text(f"model_config_list {{ {entry(TOY)} {entry(MNIST)} }}")
         assert wait_for_model(server.grpc_target, MNIST, timeout=30) == 2
-        assert any("changed: reloading" in line for line in server.log_lines())
+        assert server.wait_for_log("changed: reloading")
     finally:
         server.stop()
 

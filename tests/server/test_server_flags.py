@@ -179,9 +179,7 @@ def test_a_server_on_a_unix_socket_alone(socket_only):
         request = predict_request({"x": np.array([1.0, 2.0], np.float32)}, name=TOY)
         response = stub.Predict(request, timeout=30)
     assert list(response.outputs["y"].float_val) == [3.0, 5.0]
-    assert any(
-        f"Running gRPC ModelServer at UNIX socket {path} ..." in line for line in server.log_lines()
-    )
+    assert server.wait_for_log(f"Running gRPC ModelServer at UNIX socket {path} ...")
     assert not any("Running gRPC ModelServer at 127.0.0.1" in line for line in server.log_lines())
 
 
@@ -229,8 +227,6 @@ def test_a_second_server_takes_the_socket_path_over(socket_only):
         # connections stay with it, so a channel made before the takeover would not).
         assert wait_for_model(f"unix:{path}", "second", None, 30, is_alive=second.is_running) == 1
         assert first.is_running()
-        assert any(
+        assert second.wait_for_log(
             f"Another server listens on the UNIX socket {path}: this one takes the path over"
-            in line
-            for line in second.log_lines()
         )

@@ -95,10 +95,7 @@ def test_new_version_is_picked_up_live(live, model_store):
     assert _served_version(channel) == 2
     # The latest policy keeps one version: version 1 is unloaded once 2 serves.
     _wait_for(lambda: _states(channel)[1][0] == "END", what="version 1 unloaded")
-    assert any(
-        "Successfully loaded servable version {name: mnist version: 2}" in line
-        for line in server.log_lines()
-    )
+    assert server.wait_for_log("Successfully loaded servable version {name: mnist version: 2}")
 
 
 def test_hot_reload_under_load_has_zero_failed_calls(live, model_store):
@@ -143,13 +140,14 @@ def test_corrupt_version_keeps_the_previous_one_serving(live):
         what="version 4 to fail",
     )
     assert state[1] != ""  # the load error is reported in GetModelStatus
+
     # --max_num_load_retries=1: one first attempt, one retry, then the version gives up.
-    failures = [
-        line
-        for line in server.log_lines()
-        if "Loading servable: {name: mnist version: 4} failed" in line
-    ]
-    assert len(failures) == 2
+    def failures() -> list[str]:
+        failed = "Loading servable: {name: mnist version: 4} failed"
+        return [line for line in server.log_lines() if failed in line]
+
+    _wait_for(lambda: len(failures()) >= 2, what="both failed attempts in the log")
+    assert len(failures()) == 2
     assert _states(channel)[3][0] == "AVAILABLE"
     assert _served_version(channel) == 3
 
@@ -314,4 +312,4 @@ def test_no_versions_log_line(live, tmp_path: Path):
         f"No versions of servable empty found under base path {empty}. Did you forget to "
         "name your leaf directory as a number (eg. '/1/')?"
     )
-    assert any(expected in line for line in server.log_lines())
+    assert server.wait_for_log(expected)
