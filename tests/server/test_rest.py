@@ -561,7 +561,9 @@ def test_custom_monitoring_path(rest_server):
 
 # =============================================================================== large bodies
 def test_a_50_mb_body_leaves_grpc_callers_served(server, predict_stub):
-    """The body is parsed off the serving threads; gRPC calls meanwhile all succeed.
+    """The body is parsed off the serving threads (and its tensor comes back as one array);
+    gRPC calls meanwhile all succeed. A wrong-typed field in a large body has its own test
+    (test_rest_troublemakers).
 
     Prints the gRPC latencies measured while the REST call runs (no timing is asserted).
     """
@@ -570,23 +572,21 @@ def test_a_50_mb_body_leaves_grpc_callers_served(server, predict_stub):
     text = json.dumps(rows)
     copies = 50_000_000 // len(text) + 1
     body = ('{"instances": [' + ", ".join([text[1:-1]] * copies) + "]}").encode()
-    wrong = b'{"signature_name": 5, ' + body[1:]
     latencies: list[float] = []
     done = threading.Event()
-    answers: dict[str, requests.Response] = {}
-    seconds: dict[str, float] = {}
+    answer: list[requests.Response] = []
+    seconds: list[float] = []
 
-    def rest_calls() -> None:
+    def rest_call() -> None:
         url = f"{server.rest_url}/v1/models/{MNIST}:predict"
         try:
-            for name, data in (("wrong", wrong), ("ok", body)):
-                started = time.perf_counter()
-                answers[name] = requests.post(url, data=data, timeout=300)
-                seconds[name] = time.perf_counter() - started
+            started = time.perf_counter()
+            answer.append(requests.post(url, data=body, timeout=300))
+            seconds.append(time.perf_counter() - started)
         finally:
             done.set()
 
-    thread = threading.Thread(target=rest_calls)
+    thread = threading.Thread(target=rest_call)
     thread.start()
     while not done.is_set():
         started = time.perf_counter()
@@ -594,17 +594,11 @@ def test_a_50_mb_body_leaves_grpc_callers_served(server, predict_stub):
         latencies.append(time.perf_counter() - started)
         assert reply.outputs
     thread.join()
-    print(seconds, {name: answer.status_code for name, answer in answers.items()})
-    status, message = error(answers["wrong"])
-    assert status == 400 and message.endswith(
-        " not formatted correctly. 'signature_name' key must be a string value."
-    )
-    predictions = ok_json(answers["ok"])["predictions"]
+    predictions = ok_json(answer[0])["predictions"]
     assert len(predictions) == 300 * copies
     latencies.sort()
     print(
-        f"\n{len(body) / 1e6:.0f} MB REST bodies: the wrong-typed one answered 400 in "
-        f"{seconds['wrong']:.1f} s, the predict in {seconds['ok']:.1f} s; "
+        f"\n{len(body) / 1e6:.0f} MB REST body answered in {seconds[0]:.1f} s; "
         f"{len(latencies)} gRPC Predict calls meanwhile, median "
         f"{latencies[len(latencies) // 2] * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms"
     )

@@ -245,10 +245,12 @@ def test_warmup_requests_file_is_replayed_and_a_bad_one_fails(model_store, tmp_p
 
 
 def test_the_server_imports_where_resource_does_not_exist():
-    """Windows has no `resource` module: the server must import (and size REST) without it."""
+    """Windows has no `resource` module: the server must import (and size REST) without it.
+    Imported as `python -m helpers.server` imports it (its __main__ first)."""
     code = (
         "import sys; sys.modules['resource'] = None\n"
-        "import helpers.server.rest as rest, helpers.server.app, helpers.server.grpc_service\n"
+        "import helpers.server.__main__, helpers.server.grpc_service\n"
+        "import helpers.server.rest as rest\n"
         "print(rest.MAX_CONNECTIONS)\n"
     )
     done = subprocess.run(
