@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import config
 from helpers.server.metrics import REQUEST_COUNT
-from helpers.server.process import ServerProcess, free_port, start_server
+from helpers.server.process import ServerProcess, start_server
 
 #: TF Serving's MonitoringConfig that turns the metrics on (shared with docker-compose.yml).
 MONITORING_CONFIG = config.course_root() / "docker" / "monitoring.config"
@@ -38,16 +38,6 @@ class ReplicaError(RuntimeError):
     """A replica's metrics could not be read, or replicas could not be started."""
 
 
-def distinct_free_ports(count: int) -> list[int]:
-    """`count` different ports the OS says are free now."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 def start_replicas(
     count: int,
     model_name: str = config.MODEL_NAME,
@@ -62,17 +52,15 @@ def start_replicas(
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    ports = distinct_free_ports(2 * count)
     flags = [*REPLICA_FLAGS, *extra_flags]
     replicas: list[ServerProcess] = []
     try:
-        for index in range(count):
+        for _ in range(count):
             replicas.append(
                 start_server(
                     model_base_path,
                     model_name,
-                    grpc_port=ports[2 * index],
-                    rest_port=ports[2 * index + 1],
+                    default_ports=False,
                     extra_flags=flags,
                     wait=False,
                 )

@@ -38,13 +38,11 @@ def copy_model(source: Path, base_path: Path, versions: tuple[int, ...]) -> Path
 
 def _start(base_dir: Path) -> object:
     """The embedded server for `mnist` (version 1 only), on ports nobody else uses."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     source = trained_version(config.models_dir() / "client-tests")
     base_path = copy_model(source, base_dir / config.MODEL_NAME, (1,))
-    handle = start_server(
-        base_path, config.MODEL_NAME, grpc_port=free_port(), rest_port=free_port(), timeout=120
-    )
+    handle = start_server(base_path, config.MODEL_NAME, default_ports=False, timeout=120)
     handle.base_path = base_path
     return handle
 

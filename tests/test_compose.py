@@ -202,16 +202,10 @@ def build_stand_in_model(path: Path) -> Path:
 
 
 def test_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_port(services, tmp_path):
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     build_stand_in_model(tmp_path / "mnist" / "1")
-    grpc_port = free_port()
-    rest_port = free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
-    with start_server(
-        tmp_path / "mnist", "mnist", grpc_port=grpc_port, rest_port=rest_port, timeout=120
-    ) as server:
+    with start_server(tmp_path / "mnist", "mnist", default_ports=False, timeout=120) as server:
         live = subprocess.run(
             healthcheck_command(services, server.rest_port),
             capture_output=True,
@@ -228,7 +222,7 @@ def test_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_port(services, 
         )
         assert wrong.returncode != 0
     dead = subprocess.run(
-        healthcheck_command(services, rest_port), capture_output=True, text=True, timeout=30
+        healthcheck_command(services, server.rest_port), capture_output=True, text=True, timeout=30
     )
     assert dead.returncode != 0
 

@@ -168,11 +168,11 @@ def test_after_the_clean_up_step_the_panel_starts_a_server_and_stops_it(
     import shutil
 
     from helpers import client
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     monkeypatch.delenv("MODEL_SERVER", raising=False)
     shutil.copytree(served_mnist.base_path, models_dir / "mnist")
-    first = start_server(grpc_port=free_port(), rest_port=free_port())
+    first = start_server(default_ports=False)
     channel = client.open_channel(first)
     pad = drawpad.DrawPad(channel)
     assert pad.draw(ONE)[0] == 1

@@ -14,12 +14,11 @@ pytest_plugins = ["served_mnist"]
 @pytest.fixture(scope="module")
 def monitored(served_mnist):
     """A second server on the same model, with the course's monitoring config."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     handle = start_server(
         served_mnist.base_path,
-        grpc_port=free_port(),
-        rest_port=free_port(),
+        default_ports=False,
         extra_flags=[monitoring.monitoring_flag()],
         timeout=120,
     )

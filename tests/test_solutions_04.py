@@ -17,11 +17,11 @@ def two_versions(tmp_path_factory):
     """A server whose base path holds versions 1 and 2 (it serves 2, the latest)."""
     from served_mnist import copy_model, trained_version
 
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     source = trained_version(config.models_dir() / "client-tests")
     base_path = copy_model(source, tmp_path_factory.mktemp("ex04") / "mnist", (1, 2))
-    handle = start_server(base_path, grpc_port=free_port(), rest_port=free_port(), timeout=120)
+    handle = start_server(base_path, default_ports=False, timeout=120)
     channel = client.open_channel(handle.grpc_target)
     client.wait_until_available(channel, "mnist", version=2, timeout=60)
     yield handle, channel, str(base_path)

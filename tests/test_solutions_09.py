@@ -37,7 +37,7 @@ def stable_and_candidates(tmp_path_factory):
 
     from helpers import export
     from helpers.model import build_model
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     base_path = tmp_path_factory.mktemp("ex09") / "mnist"
     untrained = build_model("mlp")
@@ -47,8 +47,7 @@ def stable_and_candidates(tmp_path_factory):
     handle = start_server(
         base_path,
         extra_flags=["--file_system_poll_wait_seconds=0"],  # only what the config says
-        grpc_port=free_port(),
-        rest_port=free_port(),
+        default_ports=False,
         timeout=120,
     )
     channel = client.open_channel(handle.grpc_target)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from helpers import config
 LISTENING_LINE = "Running gRPC ModelServer at"
 #: Log lines kept from the server process (for error reports and .log_lines()).
 LOG_LINES_KEPT = 2000
+#: The flag of each port, by the name the server's "could not bind the ... port" error uses.
+_PORT_FLAGS = {"gRPC": "--port", "REST": "--rest_api_port"}
+#: How many times one start may move a port the OS picked that another process took first.
+MAX_PORT_MOVES = 5
 
 
 class ServerStartError(RuntimeError):
@@ -144,9 +149,10 @@ def process_alive(pid: int) -> bool:
 
 
 def _pick_port(wanted: int | None, default: int, taken: set[int]) -> int:
+    """`wanted`; else `default` if free and claimed (0: no default); else one the OS picks."""
     if wanted is not None:
         return wanted
-    if default not in taken and port_is_free(default) and _claim_default_port(default):
+    if default and default not in taken and port_is_free(default) and _claim_default_port(default):
         return default
     port = free_port()
     while port in taken:
@@ -206,31 +212,75 @@ class ServerProcess:
         *,
         credentials: Any = None,
         env: dict[str, str] | None = None,
+        movable_ports: Collection[str] = (),
     ) -> None:
-        self.args = args
+        """`movable_ports` ("gRPC", "REST"): ports the OS picked for us, which may move.
+
+        A picked port is free when picked but not reserved: the server binds it only once its
+        models load, seconds later, and by then another process may hold it. A server that
+        loses a movable port that way is started again on a new one while waiting for it.
+        """
+        self.args = list(args)
         self.model_name = model_name
         self.credentials = credentials
         self.address = config.ServerAddress("localhost", grpc_port, rest_port, embedded=True)
+        self.movable_ports = frozenset(movable_ports) & set(_PORT_FLAGS)
+        self._moves_left = MAX_PORT_MOVES
         self._lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
-        child_env = dict(os.environ if env is None else env)
-        child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        child_env["PYTHONUNBUFFERED"] = "1"
+        self._env = dict(os.environ if env is None else env)
+        self._env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self._env["PYTHONUNBUFFERED"] = "1"
+        self._launch()
+        _running.add(self)
+
+    def _launch(self) -> None:
         # No preexec_fn: it is unsafe in a process with threads (gRPC's), and the server's
         # --parent_pid watchdog already ends the child when this process ends.
         self._process = subprocess.Popen(
-            args,
+            self.args,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=child_env,
+            env=self._env,
             text=True,
             encoding="utf-8",
             errors="replace",
         )
         self._listening = threading.Event()
+        self._launch_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
-        _running.add(self)
+
+    def _move_lost_port(self) -> bool:
+        """The server exited: if only because another process took a movable port, start it
+        again on a new port the OS picks, and say so in its log. False if it cannot."""
+        self._reader.join(timeout=2)
+        lost = [
+            kind
+            for kind in _PORT_FLAGS
+            if any(f"could not bind the {kind} port" in line for line in self._launch_tail)
+        ]
+        if not lost or not set(lost) <= self.movable_ports or self._moves_left <= 0:
+            return False
+        self._moves_left -= 1
+        ports = {"gRPC": self.address.grpc_port, "REST": self.address.rest_port}
+        for kind in lost:
+            _release_claim(ports[kind])
+            new = free_port()
+            while new in ports.values():
+                new = free_port()
+            flag = _PORT_FLAGS[kind]
+            self.args = [f"{flag}={new}" if a.startswith(f"{flag}=") else a for a in self.args]
+            self._lines.append(
+                f"(another process took the {kind} port {ports[kind]} before this server could "
+                f"listen there: starting it again on port {new})"
+            )
+            ports[kind] = new
+        self.address = dataclasses.replace(
+            self.address, grpc_port=ports["gRPC"], rest_port=ports["REST"]
+        )
+        self._launch()
+        return True
 
     # ---------------------------------------------------------------- addresses
     @property
@@ -268,6 +318,7 @@ class ServerProcess:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             self._lines.append(line.rstrip("\n"))
+            self._launch_tail.append(self._lines[-1])
             if LISTENING_LINE in line:
                 self._listening.set()
 
@@ -298,6 +349,25 @@ class ServerProcess:
         return "\n".join(self.log_lines()[-count:]) or "(no output)"
 
     # ---------------------------------------------------------------- waiting
+    def wait_until_listening(self, timeout: float = 60.0, model_name: str | None = None) -> None:
+        """Block until the server says it listens: its initial models are loaded (TF Serving
+        opens its ports only then). A movable port lost meanwhile is moved here.
+
+        Raises ServerStartError with the server's last log lines if it dies or times out.
+        """
+        deadline = time.monotonic() + timeout
+        # Until this server says it listens, whatever answers on its port is someone else's.
+        while not self._listening.wait(0.1):
+            if not self.is_running():
+                if self._move_lost_port():
+                    continue
+                raise self._exited_before(model_name or self.model_name)
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"the model server did not open its port in {timeout:g} s. "
+                    f"Its last log lines:\n{self._tail()}"
+                )
+
     def wait_until_available(
         self, model_name: str | None = None, version: int | None = None, timeout: float = 60.0
     ) -> int:
@@ -307,15 +377,7 @@ class ServerProcess:
         """
         name = model_name or self.model_name
         deadline = time.monotonic() + timeout
-        # Until this server says it listens, whatever answers on its port is someone else's.
-        while not self._listening.wait(0.1):
-            if not self.is_running():
-                raise self._exited_before(name)
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"the model server did not open its port in {timeout:g} s. "
-                    f"Its last log lines:\n{self._tail()}"
-                )
+        self.wait_until_listening(timeout, name)
         try:
             return wait_for_model(
                 self.grpc_target,
@@ -385,6 +447,7 @@ def start_server(
     *,
     grpc_port: int | None = None,
     rest_port: int | None = None,
+    default_ports: bool = True,
     extra_flags: Sequence[str] = (),
     wait: bool = True,
     timeout: float = 60.0,
@@ -392,40 +455,36 @@ def start_server(
 ) -> ServerProcess:
     """Start the embedded server for one model and (by default) wait until it is AVAILABLE.
 
-    Ports left as None are 8500/8501 when free, else ports the OS picks (two notebooks never
-    fight over a port). `extra_flags` are more TF Serving flags, e.g. `["--enable_batching"]`;
-    with `--model_config_file=...` among them, the model name and base path are not passed.
-    `credentials` (grpc.ChannelCredentials) is used to poll a server started with TLS.
+    Ports left as None are 8500/8501 when free (never, with `default_ports=False`), else ports
+    the OS picks: two notebooks never fight over a port, and a picked port that another process
+    takes before the server listens is picked again (so read the ports from the returned
+    server, once available). `extra_flags` are more TF Serving flags, e.g.
+    `["--enable_batching"]`; with `--model_config_file=...` among them, the model name and base
+    path are not passed. `credentials` (grpc.ChannelCredentials) polls a server started with TLS.
     """
     flags = list(extra_flags)
     uses_config_file = any(f.startswith("--model_config_file") for f in flags)
-    auto_ports = grpc_port is None or rest_port is None
-    for attempt in range(3):
-        chosen_grpc = _pick_port(grpc_port, config.DEFAULT_GRPC_PORT, set())
-        chosen_rest = _pick_port(rest_port, config.DEFAULT_REST_PORT, {chosen_grpc})
-        args = [sys.executable, "-m", "helpers.server", f"--port={chosen_grpc}"]
-        args.append(f"--rest_api_port={chosen_rest}")
-        if not uses_config_file:
-            base = Path(model_base_path) if model_base_path else config.model_base_path(model_name)
-            args += [f"--model_name={model_name}", f"--model_base_path={base.resolve()}"]
-        args.append(f"--parent_pid={os.getpid()}")
-        args += flags
-        server = ServerProcess(args, chosen_grpc, chosen_rest, model_name, credentials=credentials)
-        if not wait:
-            return server
+    defaults = (config.DEFAULT_GRPC_PORT, config.DEFAULT_REST_PORT) if default_ports else (0, 0)
+    chosen_grpc = _pick_port(grpc_port, defaults[0], set())
+    chosen_rest = _pick_port(rest_port, defaults[1], {chosen_grpc})
+    args = [sys.executable, "-m", "helpers.server", f"--port={chosen_grpc}"]
+    args.append(f"--rest_api_port={chosen_rest}")
+    if not uses_config_file:
+        base = Path(model_base_path) if model_base_path else config.model_base_path(model_name)
+        args += [f"--model_name={model_name}", f"--model_base_path={base.resolve()}"]
+    args.append(f"--parent_pid={os.getpid()}")
+    args += flags
+    movable = [kind for kind, port in (("gRPC", grpc_port), ("REST", rest_port)) if port is None]
+    server = ServerProcess(
+        args, chosen_grpc, chosen_rest, model_name, credentials=credentials, movable_ports=movable
+    )
+    if wait:
         try:
             server.wait_until_available(model_name, timeout=timeout)
-            return server
-        except ServerStartError:
-            server.stop()
-            lost_race = any("could not bind" in line for line in server.log_lines())
-            if not (auto_ports and lost_race and attempt < 2):
-                raise
-            # Another process took the port between our check and the server's bind: retry.
         except BaseException:
             server.stop()
             raise
-    raise AssertionError("unreachable")
+    return server
 
 
 class ExternalServer:

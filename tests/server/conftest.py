@@ -44,7 +44,7 @@ def model_store() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def server(model_store: Path, tmp_path_factory) -> Iterator[object]:
     """The suite's main server (or the external one MODEL_SERVER names)."""
-    from helpers.server.process import ExternalServer, free_port, start_server
+    from helpers.server.process import ExternalServer, start_server
 
     if EXTERNAL:
         handle = ExternalServer(config.server_address(), MNIST)
@@ -60,11 +60,7 @@ def server(model_store: Path, tmp_path_factory) -> Iterator[object]:
         "--allow_version_labels_for_unavailable_models",
         "--enable_grpc_healthcheck_service",
     ]
-    grpc_port = free_port()
-    rest_port = free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
-    handle = start_server(extra_flags=flags, grpc_port=grpc_port, rest_port=rest_port, timeout=120)
+    handle = start_server(extra_flags=flags, default_ports=False, timeout=120)
     handle.wait_until_available(TOY, timeout=60)
     handle.wait_until_available(MNIST, version=1, timeout=60)
     yield handle

@@ -54,11 +54,11 @@ def test_ports_stay_closed_while_loading_and_a_signal_stops_the_retries(tmp_path
     """Item 3 (start-up order) and item 4 (stop while a failed load is being retried)."""
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     base = _broken_model(tmp_path)
     server = start_server(
-        base, "broken", grpc_port=free_port(), rest_port=0, wait=False, extra_flags=LONG_RETRY
+        base, "broken", rest_port=0, default_ports=False, wait=False, extra_flags=LONG_RETRY
     )
     try:
         _wait_for_line(server, "Loading servable: {name: broken version: 1} failed")
@@ -113,12 +113,12 @@ def test_parent_death_while_loading_stops_the_server(tmp_path):
 
 def test_server_started_from_a_worker_thread_outlives_that_thread(model_store):
     """start_server() in a thread: the server follows the process, not the thread."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     holder: dict = {}
     thread = threading.Thread(
         target=lambda: holder.setdefault(
-            "server", start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+            "server", start_server(model_store / TOY, TOY, rest_port=0, default_ports=False)
         )
     )
     thread.start()
@@ -137,9 +137,9 @@ def test_sigterm_during_a_call_without_deadline_exits_after_the_grace_period(mod
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from helpers.server.app import STOP_GRACE_SECONDS
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
-    server = start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+    server = start_server(model_store / TOY, TOY, rest_port=0, default_ports=False)
     try:
         with grpc.insecure_channel(server.grpc_target) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -213,13 +213,9 @@ def test_sigterm_during_a_long_rest_call_exits_within_the_grace_period(model_sto
     import requests
 
     from helpers.server.app import STOP_GRACE_SECONDS
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
-    grpc_port = free_port()
-    rest_port = free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
-    server = start_server(model_store / TOY, TOY, grpc_port=grpc_port, rest_port=rest_port)
+    server = start_server(model_store / TOY, TOY, default_ports=False)
     try:
         url = f"{server.rest_url}/v1/models/{TOY}:predict"
         body = {"signature_name": "spin", "inputs": {"n": 2**31 - 1}}

@@ -237,9 +237,9 @@ def test_start_server_reports_a_dead_process_with_its_log(tmp_path):
 @pytest.fixture(scope="module")
 def stoppable(model_store):
     """A server of its own (the tests stop it)."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
-    server = start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+    server = start_server(model_store / TOY, TOY, rest_port=0, default_ports=False)
     yield server
     server.stop()
 
@@ -356,7 +356,7 @@ def test_concurrent_clients_get_no_errors(server):
 
 def test_config_file_is_polled_for_changes(model_store, tmp_path):
     """--model_config_file_poll_wait_seconds: an edited config file is applied by itself."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     def entry(name: str) -> str:
         return (
@@ -368,8 +368,8 @@ def test_config_file_is_polled_for_changes(model_store, tmp_path):
     server = start_server(
         extra_flags=[f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"],
         model_name=TOY,
-        grpc_port=free_port(),
         rest_port=0,
+        default_ports=False,
     )
     try:
         config.write_text(f"model_config_list {{ {entry(TOY)} {entry(MNIST)} }}")
@@ -379,6 +379,71 @@ def test_config_file_is_polled_for_changes(model_store, tmp_path):
         assert server.wait_for_log("changed: reloading")
     finally:
         server.stop()
+
+
+def _taken_ports(count: int) -> tuple[list[socket.socket], list[int]]:
+    """`count` listening sockets of "another program", and their ports."""
+    holders = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    return holders, [holder.getsockname()[1] for holder in holders]
+
+
+def _picks_first(ports: list[int]):
+    """A free_port that hands out `ports` first (free when picked, taken by the time the
+    server binds them), then ports the OS picks."""
+    from helpers.server import process
+
+    real = process.free_port
+    queue = list(ports)
+    return lambda host="127.0.0.1": queue.pop(0) if queue else real(host)
+
+
+def test_a_picked_port_taken_before_the_server_listens_is_picked_again(model_store, monkeypatch):
+    """The race a picked port runs: free when picked, bound only once the models load. Both
+    ports are lost here, one after the other; each move is logged and the server comes up."""
+    from helpers.server import process
+
+    holders, taken = _taken_ports(2)
+    monkeypatch.setattr(process, "free_port", _picks_first(taken))
+    try:
+        with process.start_server(model_store / TOY, TOY, default_ports=False) as server:
+            assert server.grpc_port not in taken and server.rest_port not in taken
+            assert server.wait_until_available(timeout=10) == 1
+            assert f"--port={server.grpc_port}" in server.args
+            assert f"--rest_api_port={server.rest_port}" in server.args
+            moves = [line for line in server.log_lines() if "another process took" in line]
+            assert [move.split(" port ")[0] for move in moves] == [
+                "(another process took the gRPC",
+                "(another process took the REST",
+            ], moves
+            for holder, port in zip(holders, taken, strict=True):  # still theirs
+                with socket.create_connection(("127.0.0.1", port), timeout=5):
+                    holder.settimeout(5)
+                    holder.accept()[0].close()
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+def test_a_lost_port_is_not_moved_when_it_was_asked_for_or_moves_run_out(model_store, monkeypatch):
+    """A port the caller chose is the caller's to change; and a machine where every pick is
+    taken ends in the server's own error, not in endless restarts."""
+    from helpers.server import process
+
+    holders, taken = _taken_ports(1)
+    monkeypatch.setattr(process, "MAX_PORT_MOVES", 0)
+    monkeypatch.setattr(process, "free_port", _picks_first(taken))
+    try:
+        for ports in ({"grpc_port": taken[0]}, {}):
+            with pytest.raises(process.ServerStartError) as caught:
+                process.start_server(
+                    model_store / TOY, TOY, rest_port=0, default_ports=False, **ports
+                )
+            message = str(caught.value)
+            assert "exited with code 255" in message
+            assert f"could not bind the gRPC port 127.0.0.1:{taken[0]}" in message
+            monkeypatch.setattr(process, "free_port", _picks_first(taken))
+    finally:
+        holders[0].close()
 
 
 def test_a_claimed_default_port_is_not_picked_twice():
@@ -424,9 +489,9 @@ def test_a_claim_holds_across_processes_and_temporary_folders(tmp_path):
 def test_a_burst_of_stop_signals_still_stops_the_server(model_store):
     """Several SIGTERMs at once (a parent's death signal and a stop, a user pressing Ctrl+C
     again) must stop the server, not leave it deadlocked and holding its port."""
-    from helpers.server.process import free_port, port_is_free, start_server
+    from helpers.server.process import port_is_free, start_server
 
-    server = start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+    server = start_server(model_store / TOY, TOY, rest_port=0, default_ports=False)
     for _ in range(50):
         os.kill(server.pid, signal.SIGTERM)
     deadline = time.monotonic() + 30

@@ -100,7 +100,7 @@ def _ssl_config(path: Path, pki, *, client_verify: bool) -> Path:
 
 
 def _tls_server(model_store, tmp_path_factory, pki, *, client_verify: bool):
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     folder = tmp_path_factory.mktemp("tls")
     config = _ssl_config(folder / "ssl.config", pki, client_verify=client_verify)
@@ -112,8 +112,8 @@ def _tls_server(model_store, tmp_path_factory, pki, *, client_verify: bool):
     return start_server(
         model_store / TOY,
         TOY,
-        grpc_port=free_port(),
         rest_port=0,
+        default_ports=False,
         extra_flags=[f"--ssl_config_file={config}"],
         credentials=credentials,
     )
@@ -215,7 +215,7 @@ def test_server_accepts_requests_over_4_mib(predict_stub):
 def batching_server(model_store, tmp_path_factory):
     if EXTERNAL:
         pytest.skip(EXTERNAL_REASON)
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     folder = tmp_path_factory.mktemp("batching")
     params = write(
@@ -233,8 +233,8 @@ def batching_server(model_store, tmp_path_factory):
     server = start_server(
         model_store / MNIST,
         MNIST,
-        grpc_port=free_port(),
         rest_port=0,
+        default_ports=False,
         extra_flags=["--enable_batching", f"--batching_parameters_file={params}"],
     )
     yield server

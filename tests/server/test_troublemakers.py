@@ -93,7 +93,7 @@ def _under_load(channel, threads: int = 3):
 @pytest.fixture(scope="module")
 def polled(model_store, tmp_path_factory):
     """A toy server polling its base path every second; versions 1 and 2 on disk."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     base = tmp_path_factory.mktemp("troublemakers") / TOY
     base.mkdir()
@@ -102,8 +102,8 @@ def polled(model_store, tmp_path_factory):
     server = start_server(
         base,
         TOY,
-        grpc_port=free_port(),
         rest_port=0,
+        default_ports=False,
         extra_flags=[
             "--file_system_poll_wait_seconds=1",
             "--max_num_load_retries=0",
@@ -183,9 +183,9 @@ def test_path_tricks_and_absurd_versions_are_not_found(predict_stub, name, versi
 
 
 def test_sigkill_under_load_releases_the_port(model_store):
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
-    server = start_server(model_store / TOY, TOY, grpc_port=free_port(), rest_port=0)
+    server = start_server(model_store / TOY, TOY, rest_port=0, default_ports=False)
     port = server.grpc_port
     with grpc.insecure_channel(server.grpc_target) as channel, _under_load(channel) as failures:
         time.sleep(0.5)
@@ -206,9 +206,9 @@ def test_killed_kernel_leaves_no_orphan_server(model_store, tmp_path):
     script = tmp_path / "kernel.py"
     script.write_text(
         "import time\n"
-        "from helpers.server.process import free_port, start_server\n"
-        f"s = start_server({str(model_store / TOY)!r}, {TOY!r}, grpc_port=free_port(),"
-        " rest_port=0)\n"
+        "from helpers.server.process import start_server\n"
+        f"s = start_server({str(model_store / TOY)!r}, {TOY!r}, rest_port=0,"
+        " default_ports=False)\n"
         "print(s.pid, s.grpc_port, flush=True)\n"
         "time.sleep(600)\n"
     )

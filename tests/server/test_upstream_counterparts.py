@@ -92,17 +92,12 @@ def _config_text(models: dict[str, Path]) -> str:
 
 def _start(base_path: Path | None, name: str = "default", flags: tuple[str, ...] = ()):
     """An embedded server on ports the OS picks, REST on, waiting until `name` is available."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
-    grpc_port = free_port()
-    rest_port = free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
     return start_server(
         base_path,
         name,
-        grpc_port=grpc_port,
-        rest_port=rest_port,
+        default_ports=False,
         extra_flags=list(flags),
         timeout=120,
     )
@@ -657,12 +652,11 @@ def test_ports_open_only_after_the_initial_models_load(shelf, tmp_path):
     gRPC port (NOT_FOUND `Servable ...` for an unknown model) means the configured models are
     loaded. TF Serving builds its gRPC and REST servers only after ServerCore::Create has
     waited for every initial model, so before that a client's connection is refused."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     base = tmp_path / "default"
     base.mkdir()  # no version yet: TF Serving waits for one, however long it takes
-    grpc_port, rest_port = free_port(), free_port()
-    server = start_server(base, "default", grpc_port=grpc_port, rest_port=rest_port, wait=False)
+    server = start_server(base, "default", default_ports=False, wait=False)
     try:
         _wait(
             lambda: any("No versions of servable default" in line for line in server.log_lines()),
@@ -683,6 +677,7 @@ def test_ports_open_only_after_the_initial_models_load(shelf, tmp_path):
                 return "Servable" in (error.details() or "")
             return False
 
+        server.wait_until_listening(timeout=120)  # the log line; it moves a port lost meanwhile
         _wait(probe, "the gRPC port to answer")
         _check_y(_predict(server.grpc_target), 3.0)  # loaded by the time the port answers
         assert _rest_json(server, "/v1/models/default")["model_version_status"][0]["state"] == (

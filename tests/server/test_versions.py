@@ -30,15 +30,15 @@ pytestmark = pytest.mark.skipif(EXTERNAL, reason=EXTERNAL_REASON)
 @pytest.fixture(scope="module")
 def live(model_store, tmp_path_factory):
     """A server polling every second a base path that starts with version 1 only."""
-    from helpers.server.process import free_port, start_server
+    from helpers.server.process import start_server
 
     base = tmp_path_factory.mktemp("live") / MNIST
     base.mkdir()
     copy_version(model_store, MNIST, 1, base, 1)
     server = start_server(
         base,
-        grpc_port=free_port(),
         rest_port=0,
+        default_ports=False,
         extra_flags=[
             "--file_system_poll_wait_seconds=1",
             "--max_num_load_retries=1",
