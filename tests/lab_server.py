@@ -14,6 +14,7 @@ be closed, or the test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -38,6 +39,8 @@ INSTALL_STAMP = ".venv/.installed"
 #: Variables of the test run that a learner's JupyterLab does not have: conftest sets
 #: MPLBACKEND=Agg for headless runs, which would hide every plot in JupyterLab.
 NOT_FOR_THE_LEARNER = ("MPLBACKEND", "COURSE_RECORD_FILE")
+#: JupyterLab's runtime folder inside the work folder: where it writes jpserver-PID.json.
+RUNTIME_FOLDER = "jupyter-runtime"
 
 
 class LabError(RuntimeError):
@@ -92,7 +95,7 @@ def _environment(work: Path, token: str) -> dict[str, str]:
     env.update(
         JUPYTER_TOKEN=token,
         JUPYTER_CONFIG_DIR=str(work / "jupyter-config"),
-        JUPYTER_RUNTIME_DIR=str(work / "jupyter-runtime"),
+        JUPYTER_RUNTIME_DIR=str(work / RUNTIME_FOLDER),
         IPYTHONDIR=str(work / "ipython"),
         COURSE_MODELS_DIR=str(work / "models"),
     )
@@ -106,6 +109,20 @@ def _write_config(work: Path) -> None:
     (folder / "jupyter_server_config.json").write_text('{"ServerApp": {"open_browser": false}}')
 
 
+def _server_url(runtime: Path) -> str | None:
+    """Where this JupyterLab listens, from the server file it writes once listening.
+
+    Not the LAB_PORT it was given: a port picked free can be taken before JupyterLab binds
+    it, and then JupyterLab listens on the next free one (its port_retries)."""
+    for info in runtime.glob("jpserver-*.json"):
+        try:
+            port = json.loads(info.read_text())["port"]
+        except (OSError, ValueError, KeyError):
+            continue  # still being written
+        return f"http://127.0.0.1:{port}"
+    return None
+
+
 def _wait_until_up(lab: Lab, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -113,6 +130,11 @@ def _wait_until_up(lab: Lab, timeout: float) -> None:
             raise LabError(
                 f"`make lab` exited with code {lab.process.returncode}:\n{lab.log_tail()}"
             )
+        url = _server_url(lab.log.parent / RUNTIME_FOLDER)
+        if url is None:
+            time.sleep(0.3)
+            continue
+        lab.url = url
         try:
             if lab.api("GET", "/api/status").status_code == 200:
                 return

